@@ -1,0 +1,122 @@
+"""The virtual board of ``shared/sim-board.md``: a memory file and two doorbells.
+
+Both sides use this class: rprocd as ``host`` and the simulated remote as
+``remote``.  It does no protocol work and never blocks: rings are sent with
+``MSG_DONTWAIT`` and received by draining the socket, so either side can put
+the socket on an event loop or in ``poll()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+_WORD = struct.Struct("<I")
+
+
+@dataclass
+class DoorbellStats:
+    sent: int = 0
+    lost: int = 0  # peer not listening (ENOENT / ECONNREFUSED): lost, as on hardware
+    dropped: int = 0  # peer's queue full (EAGAIN): the queued rings cover it
+    received: int = 0
+    noise: int = 0  # datagrams that were not 4 bytes
+
+
+class VirtualBoard:
+    """One side's view of a board folder ``D``."""
+
+    def __init__(self, directory: str | os.PathLike[str], base: int, size: int, role: str = "host"):
+        if role not in ("host", "remote"):
+            raise ValueError(f"role must be 'host' or 'remote', not {role!r}")
+        self.dir = Path(directory)
+        self.base, self.size, self.role = base, size, role
+        self.own_path = self.dir / f"{role}.sock"
+        self.peer_path = self.dir / ("remote.sock" if role == "host" else "host.sock")
+        self.stats = DoorbellStats()
+        self._mm: mmap.mmap | None = None
+        self.sock: socket.socket | None = None
+        self._rxbuf = bytearray(64)
+
+    # -- memory ------------------------------------------------------------------
+
+    def map_memory(self) -> mmap.mmap:
+        """Open (creating or growing, never truncating) ``D/memory`` and map it shared."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / "memory", os.O_RDWR | os.O_CREAT, 0o660)
+        try:
+            if os.fstat(fd).st_size < self.size:
+                os.ftruncate(fd, self.size)  # grows with zeros; both sides may race: same size
+            self._mm = mmap.mmap(fd, self.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        return self._mm
+
+    # -- doorbells ---------------------------------------------------------------
+
+    def bind(self) -> socket.socket:
+        """Bind our doorbell socket, replacing a stale one."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self.own_path.unlink()
+        except FileNotFoundError:
+            pass
+        sock.bind(str(self.own_path))
+        sock.setblocking(False)
+        self.sock = sock
+        return sock
+
+    def ring(self, word: int) -> bool:
+        """Send one doorbell word to the peer; False when it was lost or dropped."""
+        assert self.sock is not None, "bind() first"
+        try:
+            self.sock.sendto(_WORD.pack(word), socket.MSG_DONTWAIT, str(self.peer_path))
+        except BlockingIOError:
+            self.stats.dropped += 1
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTCONN):
+                self.stats.lost += 1
+                return False
+            raise
+        self.stats.sent += 1
+        return True
+
+    def drain(self) -> int:
+        """Read every queued ring; returns how many valid words arrived."""
+        assert self.sock is not None, "bind() first"
+        n = 0
+        recv_into = self.sock.recv_into
+        buf = self._rxbuf
+        while True:
+            try:
+                got = recv_into(buf, len(buf), socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                break
+            if got == 4:
+                n += 1
+            else:
+                self.stats.noise += 1
+        self.stats.received += n
+        return n
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            try:
+                self.own_path.unlink()
+            except FileNotFoundError:
+                pass
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass  # views still exported; the map goes with them
+            self._mm = None
