@@ -1,0 +1,369 @@
+"""The daemon: one asyncio loop that attaches to remotes and moves their messages.
+
+:class:`RemoteHost` is the attach state machine for one remote processor::
+
+    waiting --(valid table, status 0)--> attached --(status lost / ring error)--> waiting
+       \\--(table says DRIVER_OK: an earlier host died)--> reset (status 0, ring, wait) --> waiting
+
+Wake-ups: a doorbell from the remote services the rings at once; besides that
+one timer per remote (``CHECK_INTERVAL``, a few times a second) looks at the
+table while waiting and, while attached, checks that the session is still
+alive and services the rings once, so a lost doorbell never strands a message
+for longer than that.  Nothing else runs while idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from . import rsc_table as rt
+from .backends import Platform
+from .exports.sockets import EndpointPolicy, SocketExport
+from .layout import Layout
+from .memory import MemoryAccessError
+from .rpmsg import Channel, RpmsgError
+from .session import AttachError, Session, TableView, read_table
+from .vring import VringError
+
+log = logging.getLogger("rprocd")
+
+CHECK_INTERVAL = 0.25
+
+
+class Observer(Protocol):
+    """Something that watches a remote (MQTT bridge, control socket, systemd status)."""
+
+    def on_state(self, host: RemoteHost) -> None: ...
+
+    def on_channel(self, host: RemoteHost, ch: Channel, added: bool) -> None: ...
+
+    def on_rx(self, host: RemoteHost, ch: Channel, payload: bytes) -> None: ...
+
+
+@dataclass
+class HostStats:
+    attaches: int = 0
+    sessions_lost: int = 0
+    resets: int = 0
+    ring_errors: int = 0
+    table_errors: int = 0
+
+
+class RemoteHost:
+    """One remote processor: its platform, session, exports and observers."""
+
+    def __init__(
+        self,
+        name: str,
+        layout: Layout,
+        platform: Platform,
+        runtime_dir: Path,
+        *,
+        policy_for: Callable[[str], EndpointPolicy] = lambda name: EndpointPolicy(),
+        reset_wait: float = 0.05,
+        socket_mode: int = 0o660,
+        socket_gid: int | None = None,
+    ):
+        self.name = name
+        self.layout = layout
+        self.platform = platform
+        self.mem = platform.memory
+        self.reset_wait = reset_wait
+        self.state = "waiting"
+        self.detail = "waiting for the remote's resource table"
+        self.session: Session | None = None
+        self.stats = HostStats()
+        self.observers: list[Observer] = []
+        self.max_payload = layout.buf_size - 16
+        self.loop = asyncio.get_running_loop()
+        self.sockets = SocketExport(
+            self.loop, runtime_dir / name / "ept", self, policy_for, mode=socket_mode, gid=socket_gid
+        )
+        self._wake = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._flush_pending = False
+        self._service_pending = False
+        self._stopping = False
+        self._last_table_error = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self.started = time.monotonic()
+
+    # -- public ------------------------------------------------------------------
+
+    @property
+    def channels(self) -> list[Channel]:
+        return list(self.session.bus.channels.values()) if self.session else []
+
+    async def run(self) -> None:
+        """Attach, serve, re-attach when the remote restarts, until :meth:`stop`."""
+        self.sockets.prepare()
+        self.platform.doorbell.start(self.loop, self._on_ring)
+        self._arm_timer()
+        try:
+            while not self._stopping:
+                view = await self._wait_for_table()
+                if view is None:
+                    break
+                if view.status & rt.VIRTIO_CONFIG_S_DRIVER_OK:
+                    await self._reset(view)
+                    continue
+                if not self._attach(view):
+                    await self._sleep(CHECK_INTERVAL)
+                    continue
+                await self._lost.wait()
+                if self._stopping:
+                    break
+                self._teardown()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._lost.set()
+
+    # -- waiting and attaching -----------------------------------------------------
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if (state, detail) == (self.state, self.detail):
+            return
+        self.state, self.detail = state, detail
+        log.info("%s: %s", self.name, detail)
+        for o in self.observers:
+            o.on_state(self)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _wait_for_table(self) -> TableView | None:
+        self._set_state("waiting", "waiting for the remote's resource table")
+        while not self._stopping:
+            try:
+                view = read_table(self.mem, self.layout)
+            except rt.TableNotReady:
+                self._note_table_problem("")
+            except (rt.TableError, AttachError, MemoryAccessError) as e:
+                self._note_table_problem(str(e))
+            else:
+                self._last_table_error = ""
+                return view
+            await self._sleep(CHECK_INTERVAL)
+        return None
+
+    def _note_table_problem(self, why: str) -> None:
+        if why and why != self._last_table_error:
+            self.stats.table_errors += 1
+            log.error("%s: resource table at %#x unusable: %s", self.name, self.layout.table_pa, why)
+            self._set_state("waiting", f"waiting for a usable resource table ({why})")
+        self._last_table_error = why
+
+    async def _reset(self, view: TableView) -> None:
+        """The table says DRIVER_OK but we hold no session: never zero rings under a live remote."""
+        self.stats.resets += 1
+        log.warning("%s: remote is in a session of an earlier host; resetting it", self.name)
+        self._set_state("resetting", "resetting the remote's earlier session")
+        self.mem.write_u8(self.layout.table_pa + view.vdev.status_offset, 0)
+        self.platform.doorbell.ring(view.notifyids[0])
+        await asyncio.sleep(self.reset_wait)
+
+    def _attach(self, view: TableView) -> bool:
+        self._lost.clear()
+        try:
+            session = Session(self.mem, self.layout, view, self)
+            kicks = session.attach()
+        except (AttachError, RpmsgError, MemoryAccessError, ValueError) as e:
+            self._note_table_problem(str(e))
+            return False
+        self.session = session
+        self.stats.attaches += 1
+        for word in kicks:
+            self.platform.doorbell.ring(word)
+        self._set_state("attached", self._attached_detail())
+        self.service()  # the remote may have rung before we listened
+        return True
+
+    def _attached_detail(self) -> str:
+        n = len(self.session.bus.channels) if self.session else 0
+        return f"attached to {self.name}: {n} endpoint{'s' if n != 1 else ''}"
+
+    def _teardown(self) -> None:
+        session, self.session = self.session, None
+        if session is None:
+            return
+        session.bus.close()  # channel_removed for each: sockets go away
+        self.sockets.resume()
+        if not self._stopping:
+            self.stats.sessions_lost += 1
+
+    def _session_lost(self, why: str) -> None:
+        if self.session is None or self._lost.is_set():
+            return
+        log.warning("%s: session ended: %s", self.name, why)
+        self._lost.set()
+
+    def _shutdown(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        session, self.session = self.session, None
+        if session is not None:
+            for word in session.detach():
+                self.platform.doorbell.ring(word)
+        self.sockets.close()
+        self._set_state("stopped", "stopped")
+
+    # -- wake-ups ----------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._timer = self.loop.call_later(CHECK_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self._arm_timer()
+        s = self.session
+        if s is None:
+            self._wake.set()
+        elif not s.alive():
+            self._session_lost("the remote's status lost DRIVER_OK (it restarted or reset)")
+        else:
+            self.service()
+
+    def _on_ring(self) -> None:
+        if self.session is not None:
+            self.service()
+        else:
+            self._wake.set()
+
+    def service(self) -> None:
+        """Look at both vrings: reclaim transmit buffers, drain received messages, ring."""
+        self._service_pending = False
+        s = self.session
+        if s is None or self._lost.is_set():
+            return
+        bus = s.bus
+        try:
+            bus.reclaim_tx()
+            if self.sockets.paused and bus.tx_free():
+                bus.want_tx_space(False)
+                self.sockets.resume()
+            bus.process_rx()
+            self._flush()
+        except (VringError, MemoryAccessError) as e:
+            self.stats.ring_errors += 1
+            self._session_lost(f"ring error: {e}")
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        s = self.session
+        if s is None:
+            return
+        for i in s.bus.flush():
+            self.platform.doorbell.ring(s.notifyids[i])
+
+    # -- Transport (for the socket export) ------------------------------------------
+
+    def send(self, ch: Channel, payload: memoryview) -> bool:
+        s = self.session
+        return s is not None and s.bus.send_to(ch, payload)
+
+    def tx_available(self) -> bool:
+        s = self.session
+        if s is None:
+            return False
+        bus = s.bus
+        if bus.tx_free():
+            return True
+        try:
+            bus.reclaim_tx()
+        except (VringError, MemoryAccessError) as e:
+            self.stats.ring_errors += 1
+            self._session_lost(f"ring error: {e}")
+            return False
+        return bus.tx_free() > 0
+
+    def request_flush(self) -> None:
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
+    def wait_for_tx(self) -> None:
+        s = self.session
+        if s is None:
+            return
+        self._flush()  # the remote must see what we queued, or it will never free anything
+        s.bus.want_tx_space(True)
+        self.request_service()  # the remote may have freed buffers before it saw the flag
+
+    def request_service(self) -> None:
+        if not self._service_pending:
+            self._service_pending = True
+            self.loop.call_soon(self.service)
+
+    def rx_unblocked(self) -> None:
+        self.request_service()
+
+    # -- BusEvents -----------------------------------------------------------------
+
+    def channel_added(self, ch: Channel) -> None:
+        self.sockets.add(ch)
+        for o in self.observers:
+            o.on_channel(self, ch, True)
+        if self.state == "attached":
+            self._set_state("attached", self._attached_detail())
+
+    def channel_removed(self, ch: Channel) -> None:
+        self.sockets.remove(ch)
+        for o in self.observers:
+            o.on_channel(self, ch, False)
+        if self.state == "attached" and self.session is not None:
+            self._set_state("attached", self._attached_detail())
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
+        if not self.sockets.deliver(ch, payload):
+            return False
+        for o in self.observers:
+            o.on_rx(self, ch, payload)
+        return True
+
+    # -- figures -------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """Counters and state, for stats and the control socket."""
+        out: dict = {
+            "name": self.name,
+            "state": self.state,
+            "detail": self.detail,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "host": vars(self.stats).copy(),
+            "doorbell": self.platform.doorbell.stats(),
+        }
+        s = self.session
+        if s is not None:
+            bus = s.bus
+            out["features"] = s.features
+            out["bus"] = {k: v for k, v in vars(bus.stats).items() if k != "errors"}
+            out["tx_free"] = bus.tx_free()
+            out["rings"] = [{"pa": r.pa, "num": r.num, "inflight": r.inflight} for r in s.rings]
+        out["endpoints"] = [
+            {
+                "name": ex.ch.name,
+                "path": str(ex.path),
+                "local": ex.ch.local,
+                "remote": ex.ch.remote,
+                "rx_msgs": ex.ch.rx_msgs,
+                "rx_bytes": ex.ch.rx_bytes,
+                "tx_msgs": ex.ch.tx_msgs,
+                "tx_bytes": ex.ch.tx_bytes,
+                **vars(ex.stats),
+            }
+            for ex in self.sockets.exports.values()
+        ]
+        return out

@@ -1,0 +1,354 @@
+"""Endpoint sockets: ``<runtime-dir>/<NAME>/ept/<EPT>``, one ``SOCK_SEQPACKET`` record per message.
+
+Non-blocking sockets on the loop's ``add_reader``/``add_writer``: no asyncio
+stream layer on the hot path.  Flow control both ways:
+
+* client -> remote: a record is read only when a transmit buffer is free, so a
+  remote that holds every buffer makes clients' writes wait in their socket
+  (the kernel blocks them), never refused or dropped;
+* remote -> client: each client has a bounded queue; when a queue is full the
+  endpoint's overflow policy applies: ``block`` (refuse the delivery, so the
+  bus stops draining the remote), ``drop-oldest`` or ``drop-newest`` (counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import socket
+import stat
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..names import safe_name
+from ..rpmsg import Channel
+
+log = logging.getLogger("rprocd.sockets")
+
+OVERFLOW_POLICIES = ("block", "drop-oldest", "drop-newest")
+_BATCH = 64  # records read from one client per wake-up, for fairness between clients
+
+
+@dataclass(frozen=True)
+class EndpointPolicy:
+    overflow: str = "block"
+    queue: int = 256
+
+
+class Transport(Protocol):
+    """What the socket export needs from the daemon."""
+
+    max_payload: int
+
+    def send(self, ch: Channel, payload: memoryview) -> bool: ...
+
+    def tx_available(self) -> bool: ...
+
+    def request_flush(self) -> None: ...
+
+    def wait_for_tx(self) -> None: ...
+
+    def rx_unblocked(self) -> None: ...
+
+
+@dataclass
+class EndpointStats:
+    clients: int = 0
+    rx_delivered: int = 0  # client deliveries (a message to 3 clients counts 3)
+    rx_no_client: int = 0  # messages that found no client connected
+    rx_dropped_oldest: int = 0
+    rx_dropped_newest: int = 0
+    rx_lost_on_close: int = 0  # queued for a client that went away
+    tx_records: int = 0
+    tx_oversized: int = 0
+
+
+class _Client:
+    __slots__ = ("sock", "fd", "queue", "writing", "reading", "closed")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.queue: deque[bytes] = deque()
+        self.writing = False
+        self.reading = False
+        self.closed = False
+
+
+@dataclass(eq=False)
+class EndpointExport:
+    """One channel's listening socket and its connected clients."""
+
+    ch: Channel
+    path: Path
+    listener: socket.socket
+    policy: EndpointPolicy
+    clients: list[_Client] = field(default_factory=list)
+    stats: EndpointStats = field(default_factory=EndpointStats)
+
+    @property
+    def blocked(self) -> bool:
+        limit = self.policy.queue
+        return any(len(c.queue) >= limit for c in self.clients)
+
+
+class SocketExport:
+    """All endpoint sockets of one remote processor."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        directory: Path,
+        transport: Transport,
+        policy_for: Callable[[str], EndpointPolicy] = lambda name: EndpointPolicy(),
+        *,
+        mode: int = 0o660,
+        gid: int | None = None,
+    ):
+        self.loop = loop
+        self.dir = directory
+        self.transport = transport
+        self.policy_for = policy_for
+        self.mode, self.gid = mode, gid
+        self.exports: dict[int, EndpointExport] = {}  # by local address
+        self._paused = False
+        self._rbuf = bytearray(transport.max_payload + 1)
+        self._rview = memoryview(self._rbuf)
+        self._poll = select.poll()
+        self.directory_ready = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the directory and remove stale sockets a previous run left behind."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for entry in self.dir.iterdir():
+            try:
+                if stat.S_ISSOCK(entry.lstat().st_mode):
+                    entry.unlink()
+            except FileNotFoundError:
+                pass
+        self.directory_ready = True
+
+    def add(self, ch: Channel) -> EndpointExport | None:
+        if not self.directory_ready:
+            self.prepare()
+        name = safe_name(ch.raw_name or ch.name)
+        path = self.dir / name
+        if path.parent != self.dir:  # cannot happen with safe_name; belt and braces
+            log.error("refusing endpoint %r: path %s escapes %s", ch.name, path, self.dir)
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        try:
+            path.unlink(missing_ok=True)
+            sock.bind(str(path))
+            os.chmod(path, self.mode)
+            if self.gid is not None:
+                os.chown(path, -1, self.gid)
+            sock.listen(64)
+        except OSError as e:
+            sock.close()
+            log.error("cannot create socket %s for endpoint %r: %s", path, ch.name, e)
+            return None
+        ex = EndpointExport(ch, path, sock, self.policy_for(ch.name))
+        self.exports[ch.local] = ex
+        self.loop.add_reader(sock.fileno(), self._accept, ex)
+        log.info("endpoint %s at %s", name, path)
+        return ex
+
+    def remove(self, ch: Channel) -> None:
+        ex = self.exports.pop(ch.local, None)
+        if ex is None:
+            return
+        self.loop.remove_reader(ex.listener.fileno())
+        ex.listener.close()
+        try:
+            ex.path.unlink()
+        except FileNotFoundError:
+            pass
+        for c in list(ex.clients):
+            self._drop_client(ex, c, "endpoint removed")
+        log.info("endpoint %s removed", ex.path.name)
+
+    def close(self) -> None:
+        for ex in list(self.exports.values()):
+            self.remove(ex.ch)
+
+    # -- clients -----------------------------------------------------------------
+
+    def _accept(self, ex: EndpointExport) -> None:
+        while True:
+            try:
+                sock, _ = ex.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("accept on %s: %s", ex.path, e)
+                return
+            sock.setblocking(False)
+            c = _Client(sock)
+            ex.clients.append(c)
+            ex.stats.clients = len(ex.clients)
+            if not self._paused:
+                self._start_reading(ex, c)
+
+    def _start_reading(self, ex: EndpointExport, c: _Client) -> None:
+        if not c.reading and not c.closed:
+            self.loop.add_reader(c.fd, self._readable, ex, c)
+            c.reading = True
+
+    def _drop_client(self, ex: EndpointExport, c: _Client, why: str) -> None:
+        if c.closed:
+            return
+        c.closed = True
+        if c.reading:
+            self.loop.remove_reader(c.fd)
+        if c.writing:
+            self.loop.remove_writer(c.fd)
+        if c.queue:
+            ex.stats.rx_lost_on_close += len(c.queue)
+            log.info("client of %s gone (%s) with %d messages undelivered", ex.path.name, why, len(c.queue))
+            c.queue.clear()
+        c.sock.close()
+        was_blocked = ex.policy.overflow == "block"
+        ex.clients.remove(c)
+        ex.stats.clients = len(ex.clients)
+        if was_blocked:
+            self.transport.rx_unblocked()
+
+    def _readable(self, ex: EndpointExport, c: _Client) -> None:
+        t = self.transport
+        recv_into = c.sock.recv_into
+        buf, view = self._rbuf, self._rview
+        size = len(buf)
+        maxp = t.max_payload
+        sent = False
+        for _ in range(_BATCH):
+            if not t.tx_available():
+                self.pause()
+                t.wait_for_tx()
+                break
+            try:
+                n = recv_into(buf, size, socket.MSG_TRUNC)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._drop_client(ex, c, str(e))
+                break
+            if n == 0 and self._hung_up(c):
+                self._drop_client(ex, c, "closed by the client")
+                break
+            if n > maxp:
+                ex.stats.tx_oversized += 1
+                log.warning(
+                    "client of %s wrote a %d-byte record, more than the %d an rpmsg message holds: disconnected",
+                    ex.path.name, n, maxp,
+                )  # fmt: skip
+                try:
+                    c.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._drop_client(ex, c, "oversized record")
+                break
+            t.send(ex.ch, view[:n])
+            ex.stats.tx_records += 1
+            sent = True
+        if sent:
+            t.request_flush()
+
+    def _hung_up(self, c: _Client) -> bool:
+        """After a 0-byte read: EOF, or an empty record?  Only a hung-up peer gives EOF."""
+        self._poll.register(c.fd, select.POLLRDHUP)
+        try:
+            return bool(self._poll.poll(0))
+        finally:
+            self._poll.unregister(c.fd)
+
+    def pause(self) -> None:
+        """Stop reading every client (no transmit buffer left)."""
+        if self._paused:
+            return
+        self._paused = True
+        for ex in self.exports.values():
+            for c in ex.clients:
+                if c.reading:
+                    self.loop.remove_reader(c.fd)
+                    c.reading = False
+
+    def resume(self) -> None:
+        """Transmit buffers are back: read clients again."""
+        if not self._paused:
+            return
+        self._paused = False
+        for ex in self.exports.values():
+            for c in ex.clients:
+                self._start_reading(ex, c)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- remote -> clients ---------------------------------------------------------
+
+    def deliver(self, ch: Channel, payload: bytes) -> bool:
+        ex = self.exports.get(ch.local)
+        if ex is None:
+            return True
+        clients = ex.clients
+        if not clients:
+            ex.stats.rx_no_client += 1
+            return True
+        policy = ex.policy
+        limit = policy.queue
+        if policy.overflow == "block":
+            for c in clients:
+                if len(c.queue) >= limit:
+                    return False
+        for c in clients:
+            q = c.queue
+            if q:
+                if len(q) >= limit:
+                    if policy.overflow == "drop-newest":
+                        ex.stats.rx_dropped_newest += 1
+                        continue
+                    q.popleft()
+                    ex.stats.rx_dropped_oldest += 1
+                q.append(payload)
+                continue
+            try:
+                c.sock.send(payload)
+            except (BlockingIOError, InterruptedError):
+                q.append(payload)
+                self.loop.add_writer(c.fd, self._writable, ex, c)
+                c.writing = True
+                continue
+            except OSError as e:
+                self._drop_client(ex, c, str(e))
+                continue
+            ex.stats.rx_delivered += 1
+        return True
+
+    def _writable(self, ex: EndpointExport, c: _Client) -> None:
+        q = c.queue
+        was_full = len(q) >= ex.policy.queue
+        send = c.sock.send
+        while q:
+            try:
+                send(q[0])
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                self._drop_client(ex, c, str(e))
+                return
+            q.popleft()
+            ex.stats.rx_delivered += 1
+        if not q:
+            self.loop.remove_writer(c.fd)
+            c.writing = False
+        if was_full and len(q) < ex.policy.queue and ex.policy.overflow == "block":
+            self.transport.rx_unblocked()

@@ -1,0 +1,307 @@
+"""virtio-rpmsg, host side, over two vrings and a buffer pool (sans-I/O).
+
+Mirrors Linux ``drivers/rpmsg/virtio_rpmsg_bus.c``: ``2 * num`` buffers of
+``buf_size`` bytes; the first ``num`` are posted to vring0 (the remote
+fills them), the second ``num`` are the host's transmit pool, handed out and
+reclaimed from vring1's used ring.  Name-service messages on address 53
+create and destroy channels; local addresses are allocated from 1024 up.
+
+The bus does no I/O.  Events go in (:meth:`RpmsgBus.process_rx`,
+:meth:`RpmsgBus.reclaim_tx`, :meth:`RpmsgBus.send`); the doorbells to ring
+come out of :meth:`RpmsgBus.flush`.  Deliveries go to a :class:`BusEvents`
+listener, which may refuse one (``deliver`` returns False): the bus then
+keeps that buffer and stops draining vring0 until :meth:`process_rx` is
+called again, so a slow consumer slows the remote instead of losing data.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .layout import Region
+from .memory import MemoryMap, block_copy
+from .vring import VRING_DESC_F_WRITE, Vring
+
+HDR = struct.Struct("<IIIHH")  # src, dst, reserved, len, flags
+HDR_SIZE = HDR.size
+NS_MSG = struct.Struct("<32sII")  # name, addr, flags
+RPMSG_NS_ADDR = 53
+RPMSG_ADDR_ANY = 0xFFFFFFFF
+RPMSG_RESERVED_ADDRESSES = 1024
+RPMSG_NS_CREATE = 0
+RPMSG_NS_DESTROY = 1
+NAME_SIZE = 32
+
+log = logging.getLogger("rprocd.rpmsg")
+
+
+class RpmsgError(Exception):
+    """Something the caller asked for is impossible (bad size, unknown channel)."""
+
+
+@dataclass(eq=False, slots=True)
+class Channel:
+    """One endpoint pair: a remote address and the local address we gave it."""
+
+    name: str  # decoded, possibly with backslash escapes for undecodable bytes
+    remote: int
+    local: int
+    raw_name: bytes = b""
+    rx_msgs: int = 0
+    rx_bytes: int = 0
+    tx_msgs: int = 0
+    tx_bytes: int = 0
+
+
+class BusEvents(Protocol):
+    def channel_added(self, ch: Channel) -> None: ...
+
+    def channel_removed(self, ch: Channel) -> None: ...
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
+        """Take one message; False means "not now" and the bus will offer it again."""
+        ...
+
+
+@dataclass
+class BusStats:
+    rx_msgs: int = 0
+    rx_bytes: int = 0
+    tx_msgs: int = 0
+    tx_bytes: int = 0
+    rx_unknown_dst: int = 0  # no channel at that local address
+    rx_bad: int = 0  # malformed header or length
+    ns_bad: int = 0  # malformed or hostile name-service message
+    ns_created: int = 0
+    ns_destroyed: int = 0
+    tx_waits: int = 0  # a send found the pool empty
+    held: int = 0  # deliveries refused by a consumer (backpressure)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class RpmsgBus:
+    """The host's rpmsg bus for one vdev."""
+
+    def __init__(
+        self,
+        mem: MemoryMap,
+        rx: Vring,
+        tx: Vring,
+        buffers: Region,
+        events: BusEvents,
+        *,
+        buf_size: int = 512,
+        ns: bool = True,
+    ):
+        if rx.num != tx.num:
+            raise RpmsgError(f"vring sizes differ ({rx.num} and {tx.num})")
+        self.num = rx.num
+        self.buf_size = buf_size
+        self.max_payload = buf_size - HDR_SIZE
+        need = 2 * self.num * buf_size
+        if need > buffers.size:
+            raise RpmsgError(f"{2 * self.num} buffers of {buf_size} bytes need {need:#x}, {buffers} is smaller")
+        self.mem, self.rx, self.tx, self.events, self.ns = mem, rx, tx, events, ns
+        self.pool_pa = buffers.pa
+        self._bufs = mem.view(buffers.pa, need)
+        self._device = mem.device
+        self.tx_base = self.num * buf_size  # offset of the transmit half
+        self._free: list[int] = list(range(self.num - 1, -1, -1))  # tx buffer (= descriptor) ids
+        self.channels: dict[int, Channel] = {}  # by local address
+        self.by_name: dict[str, Channel] = {}
+        self._next_addr = RPMSG_RESERVED_ADDRESSES
+        self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
+        self.stats = BusStats()
+
+    # -- session -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Post every receive buffer to vring0, exactly once (fresh rings only)."""
+        bs = self.buf_size
+        for i in range(self.num):
+            self.rx.add(i, self.pool_pa + i * bs, bs, VRING_DESC_F_WRITE)
+        self.rx.want_interrupts(True)
+        self.tx.want_interrupts(False)  # tx-complete interrupts only while someone waits
+
+    def close(self) -> None:
+        """Drop every channel (the session ended)."""
+        for ch in list(self.channels.values()):
+            self._remove(ch)
+
+    # -- receive -----------------------------------------------------------------
+
+    def process_rx(self) -> int:
+        """Handle every message the remote has sent; returns how many."""
+        rx = self.rx
+        n = 0
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._handle(*held):
+                return 0
+            n += 1
+        pending = rx.used_pending()
+        while pending:
+            desc, length = rx.pop_used()
+            pending -= 1
+            if not self._handle(desc, length):
+                break
+            n += 1
+            if not pending:
+                pending = rx.used_pending()
+        return n
+
+    def _handle(self, desc: int, length: int) -> bool:
+        """Dispatch one received buffer and repost it; False if the consumer refused it."""
+        bs = self.buf_size
+        off = desc * bs
+        bufs = self._bufs
+        if length < HDR_SIZE or length > bs:
+            self._bad("rx_bad", f"descriptor {desc}: used length {length} outside [{HDR_SIZE}, {bs}]")
+        else:
+            src, dst, _res, mlen, _flags = HDR.unpack_from(bufs, off)
+            if mlen > length - HDR_SIZE:
+                self._bad("rx_bad", f"message of {mlen} bytes in a {length}-byte buffer")
+            else:
+                start = off + HDR_SIZE
+                if self._device:
+                    payload = bytearray(mlen)
+                    block_copy(memoryview(payload), bufs[start : start + mlen], self.pool_pa + start)
+                    data = bytes(payload)
+                else:
+                    data = bufs[start : start + mlen].tobytes()
+                ch = self.channels.get(dst)
+                if ch is not None:
+                    if not self.events.deliver(ch, src, data):
+                        self._held = (desc, length)
+                        self.stats.held += 1
+                        return False
+                    ch.rx_msgs += 1
+                    ch.rx_bytes += mlen
+                    self.stats.rx_msgs += 1
+                    self.stats.rx_bytes += mlen
+                elif dst == RPMSG_NS_ADDR and self.ns:
+                    self._name_service(data, src)
+                else:
+                    self.stats.rx_unknown_dst += 1
+                    log.info("dropped %d-byte message from %#x to unknown address %#x", mlen, src, dst)
+        self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
+        return True
+
+    def _bad(self, counter: str, why: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        log.warning("remote sent a bad message: %s", why)
+
+    def _name_service(self, data: bytes, src: int) -> None:
+        if len(data) != NS_MSG.size:
+            self._bad("ns_bad", f"name-service message of {len(data)} bytes, expected {NS_MSG.size}")
+            return
+        raw, addr, flags = NS_MSG.unpack(data)
+        nul = raw.find(b"\0")
+        if nul <= 0:
+            self._bad("ns_bad", "name-service name is empty or not NUL-terminated")
+            return
+        raw = raw[:nul]
+        name = raw.decode("utf-8", "backslashreplace")
+        if addr in (RPMSG_ADDR_ANY, RPMSG_NS_ADDR) or addr < 0:
+            self._bad("ns_bad", f"name-service address {addr:#x} for {name!r}")
+            return
+        if flags & 1 == RPMSG_NS_DESTROY:
+            ch = self.by_name.get(name)
+            if ch is None or ch.remote != addr:
+                self._bad("ns_bad", f"destroy of unknown channel {name!r} at {addr:#x}")
+                return
+            self.stats.ns_destroyed += 1
+            log.info("remote destroyed channel %r (addr %#x)", name, addr)
+            self._remove(ch)
+            return
+        old = self.by_name.get(name)
+        if old is not None:
+            if old.remote != addr:
+                self._bad("ns_bad", f"channel {name!r} announced again at {addr:#x} (is at {old.remote:#x})")
+            return
+        ch = Channel(name=name, remote=addr, local=self._alloc_addr(), raw_name=raw)
+        self.channels[ch.local] = ch
+        self.by_name[name] = ch
+        self.stats.ns_created += 1
+        log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
+        self.events.channel_added(ch)
+
+    def _alloc_addr(self) -> int:
+        a = self._next_addr
+        while a in self.channels:
+            a += 1
+        self._next_addr = a + 1
+        return a
+
+    def _remove(self, ch: Channel) -> None:
+        self.channels.pop(ch.local, None)
+        if self.by_name.get(ch.name) is ch:
+            del self.by_name[ch.name]
+        self.events.channel_removed(ch)
+
+    # -- transmit ----------------------------------------------------------------
+
+    def reclaim_tx(self) -> int:
+        """Take back the transmit buffers the remote has consumed."""
+        tx = self.tx
+        n = tx.used_pending()
+        free = self._free
+        for _ in range(n):
+            desc, _len = tx.pop_used()
+            free.append(desc)
+        return n
+
+    def tx_free(self) -> int:
+        return len(self._free)
+
+    def send(self, src: int, dst: int, payload: bytes | bytearray | memoryview) -> bool:
+        """Queue one message; False when every transmit buffer is with the remote.
+
+        The message is visible to the remote only after :meth:`flush`.
+        """
+        n = len(payload)
+        if n > self.max_payload:
+            raise RpmsgError(f"payload of {n} bytes exceeds {self.max_payload}")
+        free = self._free
+        if not free:
+            self.stats.tx_waits += 1
+            return False
+        desc = free.pop()
+        off = self.tx_base + desc * self.buf_size
+        bufs = self._bufs
+        HDR.pack_into(bufs, off, src, dst, 0, n, 0)
+        start = off + HDR_SIZE
+        if self._device:
+            block_copy(bufs[start : start + n], memoryview(payload).cast("B"), self.pool_pa + start)
+        else:
+            bufs[start : start + n] = payload
+        self.tx.add(desc, self.pool_pa + off, HDR_SIZE + n, 0)
+        st = self.stats
+        st.tx_msgs += 1
+        st.tx_bytes += n
+        return True
+
+    def send_to(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
+        if self.send(ch.local, ch.remote, payload):
+            ch.tx_msgs += 1
+            ch.tx_bytes += len(payload)
+            return True
+        return False
+
+    def want_tx_space(self, on: bool) -> None:
+        """Ask for (or stop asking for) an interrupt when the remote frees tx buffers."""
+        self.tx.want_interrupts(on)
+
+    def flush(self) -> list[int]:
+        """Publish new avail entries; return the vring indices (0, 1) whose remote wants a kick."""
+        kicks = []
+        for i, vr in enumerate((self.rx, self.tx)):
+            if vr.published() != vr.avail_idx:
+                vr.publish()
+                if vr.kick_needed():
+                    kicks.append(i)
+        return kicks

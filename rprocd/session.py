@@ -1,0 +1,157 @@
+"""Attaching to a self-booted remote: table checks and the virtio handshake (sans-I/O).
+
+A :class:`Session` is one attachment.  :func:`read_table` takes a snapshot of
+the remote's resource table and checks it against the layout; :meth:`Session.attach`
+then does what Linux's remoteproc + virtio + virtio_rpmsg_bus do for a vdev,
+in the same order (status 0 -> ACKNOWLEDGE -> DRIVER -> features -> rings and
+buffers -> DRIVER_OK), and returns the doorbells to ring.  Timing (the reset
+wait) and doorbells belong to the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from . import rsc_table as rt
+from .layout import Layout, Region
+from .memory import MemoryMap
+from .rpmsg import BusEvents, RpmsgBus
+from .vring import Vring, vring_offsets
+
+log = logging.getLogger("rprocd.session")
+
+SUPPORTED_FEATURES = 1 << rt.VIRTIO_RPMSG_F_NS
+
+
+class AttachError(Exception):
+    """The remote's table cannot be attached to with this layout."""
+
+
+@dataclass(frozen=True)
+class TableView:
+    """A checked snapshot of the remote's table: the rpmsg vdev and where its parts go."""
+
+    table: rt.ResourceTable
+    vdev: rt.Vdev
+    vring_pa: tuple[int, int]  # resolved (da or the address we pick for FW_RSC_ADDR_ANY)
+    any_da: tuple[bool, bool]
+
+    @property
+    def status(self) -> int:
+        return self.vdev.status
+
+    @property
+    def notifyids(self) -> tuple[int, int]:
+        return self.vdev.vrings[0].notifyid, self.vdev.vrings[1].notifyid
+
+
+def read_status(mem: MemoryMap, layout: Layout, view: TableView) -> int:
+    return mem.read_u8(layout.table_pa + view.vdev.status_offset)
+
+
+def read_table(mem: MemoryMap, layout: Layout) -> TableView:
+    """Snapshot and check the table; raises :class:`~rprocd.rsc_table.TableError` or :class:`AttachError`."""
+    raw = mem.read(layout.table_pa, layout.rsc_size)
+    table = rt.parse(raw)
+    vdevs = [v for v in table.vdevs if v.id == rt.VIRTIO_ID_RPMSG]
+    if not vdevs:
+        raise AttachError("the resource table has no rpmsg vdev (virtio id 7)")
+    vdev = vdevs[0]
+    if len(vdev.vrings) != 2:
+        raise AttachError(f"the rpmsg vdev has {len(vdev.vrings)} vrings, not 2")
+    pas = []
+    anys = []
+    for i, (vr, region) in enumerate(zip(vdev.vrings, layout.vrings)):
+        if vr.num != vdev.vrings[0].num:
+            raise AttachError("vring0 and vring1 differ in size")
+        try:
+            _, _, size = vring_offsets(0, vr.num, vr.align)
+        except ValueError as e:
+            raise AttachError(f"vring{i}: {e}") from None
+        if vr.da == rt.FW_RSC_ADDR_ANY:
+            pa = region.pa
+            anys.append(True)
+        else:
+            pa = vr.da
+            anys.append(False)
+        if not region.contains(pa, size):
+            raise AttachError(
+                f"vring{i} at {pa:#x} (+{size:#x} for {vr.num} entries, align {vr.align}) is outside {region}"
+            )
+        if pa % max(vr.align, 4):
+            raise AttachError(f"vring{i} address {pa:#x} is not aligned to {vr.align}")
+        pas.append(pa)
+    if vdev.vrings[0].notifyid == vdev.vrings[1].notifyid:
+        log.warning("vring0 and vring1 share notifyid %d", vdev.vrings[0].notifyid)
+    need = 2 * vdev.vrings[0].num * layout.buf_size
+    if need > layout.buffers.size:
+        raise AttachError(f"{2 * vdev.vrings[0].num} buffers of {layout.buf_size} bytes do not fit in {layout.buffers}")
+    for w in table.warnings:
+        log.warning("resource table: %s", w)
+    return TableView(table, vdev, (pas[0], pas[1]), (anys[0], anys[1]))
+
+
+class Session:
+    """One live attachment: the rings, the bus, the status field."""
+
+    def __init__(self, mem: MemoryMap, layout: Layout, view: TableView, events: BusEvents):
+        self.mem, self.layout, self.view = mem, layout, view
+        self.status_pa = layout.table_pa + view.vdev.status_offset
+        vr = view.vdev.vrings
+        self.rings = tuple(
+            Vring(mem.view(pa, vring_offsets(pa, v.num, v.align)[2]), pa, v.num, v.align)
+            for pa, v in zip(view.vring_pa, vr)
+        )
+        self.notifyids = view.notifyids
+        self.features = view.vdev.dfeatures & SUPPORTED_FEATURES
+        self.bus = RpmsgBus(
+            mem,
+            self.rings[0],
+            self.rings[1],
+            Region(layout.buffers.name, layout.buffers.pa, layout.buffers.size),
+            events,
+            buf_size=layout.buf_size,
+            ns=bool(self.features & SUPPORTED_FEATURES),
+        )
+
+    def _set_status(self, value: int) -> None:
+        self.mem.write_u8(self.status_pa, value)
+
+    def attach(self) -> list[int]:
+        """Fresh handshake; the remote must not be using the rings.  Returns the doorbell words."""
+        tp = self.layout.table_pa
+        vdev = self.view.vdev
+        for i, vr in enumerate(vdev.vrings):
+            if self.view.any_da[i]:
+                # remoteproc writes the address it allocated back into the table
+                self.mem.write_u32(tp + vr.offset, self.view.vring_pa[i])
+        self._set_status(0)
+        self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE)
+        self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER)
+        self.mem.write_u32(tp + vdev.gfeatures_offset, self.features)
+        for ring in self.rings:
+            ring.reset()
+        self.bus.start()
+        self.bus.flush()  # publish the receive buffers before DRIVER_OK
+        self._set_status(
+            rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK
+        )
+        return [self.notifyids[0]]
+
+    def alive(self) -> bool:
+        """The remote still runs this session: table version 1 and DRIVER_OK still set."""
+        try:
+            if self.mem.read_u32(self.layout.table_pa) != 1:
+                return False
+            return bool(self.mem.read_u8(self.status_pa) & rt.VIRTIO_CONFIG_S_DRIVER_OK)
+        except Exception:
+            return False
+
+    def detach(self) -> list[int]:
+        """Clean exit: status 0 so the remote ends its session; returns the doorbell words."""
+        self.bus.close()
+        if self.alive():
+            self._set_status(0)
+            return [self.notifyids[0]]
+        return []
