@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from .backends import Platform
 from .daemon import RemoteHost
@@ -28,12 +29,36 @@ class RemoteSpec:
     reset_wait: float = 0.05
 
 
-async def serve(remotes: list[RemoteSpec], runtime_dir: Path, *, socket_mode: int = 0o660) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status."""
+class Extension(Protocol):
+    """A part of the daemon beside the endpoint sockets (MQTT bridge, control socket, ...).
+
+    Built from the list of hosts once they exist; it registers itself as an
+    observer on them if it wants events.  ``start`` runs before the hosts
+    attach, ``stop`` after they stopped; neither may block the loop.
+    """
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ExtensionFactory = Callable[[list[RemoteHost]], Extension]
+
+
+async def serve(
+    remotes: list[RemoteSpec],
+    runtime_dir: Path,
+    *,
+    socket_mode: int = 0o660,
+    extensions: list[ExtensionFactory] = (),  # type: ignore[assignment]
+    stop_event: asyncio.Event | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or ``stop_event``); returns the exit status."""
     loop = asyncio.get_running_loop()
     runtime_dir.mkdir(parents=True, exist_ok=True)
     hosts: list[RemoteHost] = []
     platforms: list[Platform] = []
+    started: list[Extension] = []
     try:
         for spec in remotes:
             platform = spec.open_platform()
@@ -50,16 +75,30 @@ async def serve(remotes: list[RemoteSpec], runtime_dir: Path, *, socket_mode: in
                 )
             )
 
-        def stop(signame: str) -> None:
-            log.info("%s: stopping", signame)
+        def stop(why: str) -> None:
+            log.info("%s: stopping", why)
             for h in hosts:
                 h.stop()
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig.name)
+        if stop_event is not None:
+            waiter = asyncio.ensure_future(stop_event.wait())
+            waiter.add_done_callback(lambda _f: stop("stop requested"))
+        for factory in extensions:
+            ext = factory(hosts)
+            await ext.start()
+            started.append(ext)
         log.info("rprocd serving %d remote(s) under %s", len(hosts), runtime_dir)
         await asyncio.gather(*(h.run() for h in hosts))
     finally:
+        for ext in reversed(started):
+            try:
+                await ext.stop()
+            except Exception:
+                log.exception("stopping %s", type(ext).__name__)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         for p in platforms:
             p.close()
     return 0

@@ -27,7 +27,7 @@ from .backends import Platform
 from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
 from .memory import MemoryAccessError
-from .rpmsg import Channel, RpmsgError
+from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
 
@@ -53,6 +53,7 @@ class HostStats:
     resets: int = 0
     ring_errors: int = 0
     table_errors: int = 0
+    tx_refused: int = 0  # sends to an endpoint that cannot send (peer address unknown)
 
 
 class RemoteHost:
@@ -92,6 +93,7 @@ class RemoteHost:
         self._stopping = False
         self._last_table_error = ""
         self._timer: asyncio.TimerHandle | None = None
+        self._tx_waiters: list[Callable[[], None]] = []
         self.started = time.monotonic()
 
     # -- public ------------------------------------------------------------------
@@ -251,9 +253,12 @@ class RemoteHost:
         bus = s.bus
         try:
             bus.reclaim_tx()
-            if self.sockets.paused and bus.tx_free():
+            if (self.sockets.paused or self._tx_waiters) and bus.tx_free():
                 bus.want_tx_space(False)
                 self.sockets.resume()
+                waiters, self._tx_waiters = self._tx_waiters, []
+                for w in waiters:
+                    w()
             bus.process_rx()
             self._flush()
         except (VringError, MemoryAccessError) as e:
@@ -270,9 +275,21 @@ class RemoteHost:
 
     # -- Transport (for the socket export) ------------------------------------------
 
-    def send(self, ch: Channel, payload: memoryview) -> bool:
+    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
+        """Queue one message to the remote (visible after the next flush); False if no buffer is free.
+
+        A message that can never be sent (the endpoint's peer is unknown) is
+        counted and logged, and reported as sent so that it is not retried.
+        """
         s = self.session
-        return s is not None and s.bus.send_to(ch, payload)
+        if s is None:
+            return False
+        try:
+            return s.bus.send_to(ch, payload)
+        except RpmsgError as e:
+            self.stats.tx_refused += 1
+            log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
+            return True
 
     def tx_available(self) -> bool:
         s = self.session
@@ -294,10 +311,13 @@ class RemoteHost:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
 
-    def wait_for_tx(self) -> None:
+    def wait_for_tx(self, callback: Callable[[], None] | None = None) -> None:
+        """No transmit buffer is free: get woken (``callback``, and the sockets resume) when one is."""
         s = self.session
         if s is None:
             return
+        if callback is not None:
+            self._tx_waiters.append(callback)
         self._flush()  # the remote must see what we queued, or it will never free anything
         s.bus.want_tx_space(True)
         self.request_service()  # the remote may have freed buffers before it saw the flag
@@ -309,6 +329,24 @@ class RemoteHost:
 
     def rx_unblocked(self) -> None:
         self.request_service()
+
+    # -- host-side endpoints (control socket) ------------------------------------------
+
+    def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:
+        """Create a host-side endpoint; raises :class:`RpmsgError` (or RuntimeError when detached)."""
+        s = self.session
+        if s is None:
+            raise RuntimeError(f"{self.name} is not attached")
+        ch = s.bus.create_endpoint(name, remote=remote, announce=announce)
+        self.request_flush()
+        return ch
+
+    def destroy_endpoint(self, name: str) -> None:
+        s = self.session
+        if s is None:
+            raise RuntimeError(f"{self.name} is not attached")
+        s.bus.destroy_endpoint(name)
+        self.request_flush()
 
     # -- BusEvents -----------------------------------------------------------------
 

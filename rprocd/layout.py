@@ -57,13 +57,11 @@ class Layout:
             if not self.window.contains(r.pa, r.size):
                 problems.append(f"{r} is outside the shared window {self.window}")
         if self.rsc_offset < 0 or self.rsc_offset + self.rsc_size > self.table_region.size:
-            problems.append(
-                f"resource table {self.table_pa:#x}+{self.rsc_size:#x} does not fit in {self.table_region}"
-            )
+            problems.append(f"resource table {self.table_pa:#x}+{self.rsc_size:#x} does not fit in {self.table_region}")
         if self.table_pa % 4:
             problems.append(f"resource table address {self.table_pa:#x} is not 4-byte aligned")
         regs = sorted(self.regions, key=lambda r: r.pa)
-        for a, b in zip(regs, regs[1:]):
+        for a, b in zip(regs, regs[1:], strict=False):
             if a.end > b.pa:
                 problems.append(f"{a} overlaps {b}")
         return problems

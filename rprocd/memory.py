@@ -60,7 +60,7 @@ class MemoryMap:
                 raise ValueError(f"window at {pa:#x} is read-only")
             wins.append(Window(pa, len(mv), mv))
         wins.sort(key=lambda w: w.pa)
-        for a, b in zip(wins, wins[1:]):
+        for a, b in zip(wins, wins[1:], strict=False):
             if a.end > b.pa:
                 raise ValueError(f"windows {a.pa:#x}+{a.size:#x} and {b.pa:#x}+{b.size:#x} overlap")
         self.windows: tuple[Window, ...] = tuple(wins)
@@ -70,10 +70,7 @@ class MemoryMap:
         """True when ``[pa, pa+size)`` lies wholly inside one window."""
         if pa < 0 or size < 0:
             return False
-        for w in self.windows:
-            if w.pa <= pa and pa + size <= w.end:
-                return True
-        return False
+        return any(w.pa <= pa and pa + size <= w.end for w in self.windows)
 
     def view(self, pa: int, size: int) -> memoryview:
         """A byte view of ``[pa, pa+size)``; raises if it is not inside one window."""

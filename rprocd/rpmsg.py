@@ -50,6 +50,8 @@ class Channel:
     remote: int
     local: int
     raw_name: bytes = b""
+    host_created: bool = False  # made by the host (control socket), not announced by the remote
+    announced: bool = False  # the host announced it to the remote by name service
     rx_msgs: int = 0
     rx_bytes: int = 0
     tx_msgs: int = 0
@@ -175,6 +177,8 @@ class RpmsgBus:
                     data = bufs[start : start + mlen].tobytes()
                 ch = self.channels.get(dst)
                 if ch is not None:
+                    if ch.remote == RPMSG_ADDR_ANY:
+                        ch.remote = src  # a host-created endpoint learns its peer from the first message
                     if not self.events.deliver(ch, src, data):
                         self._held = (desc, length)
                         self.stats.held += 1
@@ -229,6 +233,38 @@ class RpmsgBus:
         self.stats.ns_created += 1
         log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
         self.events.channel_added(ch)
+
+    def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:
+        """A host-side endpoint (like ``RPMSG_CREATE_EPT_IOCTL``), optionally announced to the remote.
+
+        Until its remote address is known (given here, or learned from the first
+        message the remote sends to it) it can receive but not send.
+        """
+        raw = name.encode()
+        if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
+            raise RpmsgError(f"endpoint name {name!r} must be 1 to {NAME_SIZE - 1} bytes without NUL")
+        if name in self.by_name:
+            raise RpmsgError(f"an endpoint named {name!r} exists already")
+        ch = Channel(name=name, remote=remote, local=self._alloc_addr(), raw_name=raw, host_created=True)
+        if announce:
+            if not self.ns:
+                raise RpmsgError("the remote did not negotiate name service; cannot announce")
+            if not self.send(ch.local, RPMSG_NS_ADDR, NS_MSG.pack(raw, ch.local, RPMSG_NS_CREATE)):
+                raise RpmsgError("no transmit buffer free for the announcement; try again")
+            ch.announced = True
+        self.channels[ch.local] = ch
+        self.by_name[name] = ch
+        self.events.channel_added(ch)
+        return ch
+
+    def destroy_endpoint(self, name: str) -> None:
+        """Remove a host-created endpoint (announcing its end if it was announced)."""
+        ch = self.by_name.get(name)
+        if ch is None or not ch.host_created:
+            raise RpmsgError(f"no host-created endpoint named {name!r}")
+        if ch.announced:
+            self.send(ch.local, RPMSG_NS_ADDR, NS_MSG.pack(ch.raw_name, ch.local, RPMSG_NS_DESTROY))
+        self._remove(ch)
 
     def _alloc_addr(self) -> int:
         a = self._next_addr
@@ -286,6 +322,8 @@ class RpmsgBus:
         return True
 
     def send_to(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
+        if ch.remote == RPMSG_ADDR_ANY:
+            raise RpmsgError(f"endpoint {ch.name!r} does not know its remote address yet")
         if self.send(ch.local, ch.remote, payload):
             ch.tx_msgs += 1
             ch.tx_bytes += len(payload)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Union
 
 RSC_CARVEOUT = 0
 RSC_DEVMEM = 1
@@ -156,7 +155,7 @@ class Opaque:
     offset: int = 0
 
 
-Entry = Union[Carveout, Devmem, Trace, Vdev, Opaque]
+Entry = Carveout | Devmem | Trace | Vdev | Opaque
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +207,7 @@ def parse(raw: bytes | bytearray | memoryview) -> ResourceTable:
         (rtype,) = _HDR.unpack_from(raw, off)
         body = off + 4
 
-        def need(n: int, what: str) -> None:
+        def need(n: int, what: str, i: int = i, off: int = off, body: int = body) -> None:
             if body + n > size:
                 raise TableTruncated(f"entry {i} ({what}) needs {n} bytes, table ends first", off)
 
@@ -229,10 +228,11 @@ def parse(raw: bytes | bytearray | memoryview) -> ResourceTable:
             vid, notifyid, dfeat, gfeat, cfg_len, status, nvr = _VDEV.unpack_from(raw, body)
             vr_off = body + _VDEV.size
             need(_VDEV.size + nvr * _VRING.size + cfg_len, f"vdev with {nvr} vrings and {cfg_len}-byte config")
-            vrings = tuple(
-                VdevVring(*_VRING.unpack_from(raw, vr_off + k * _VRING.size), offset=vr_off + k * _VRING.size)
-                for k in range(nvr)
-            )
+            vrings = []
+            for k in range(nvr):
+                at = vr_off + k * _VRING.size
+                da, align, vnum, vnotify, vpa = _VRING.unpack_from(raw, at)
+                vrings.append(VdevVring(da, align, vnum, vnotify, vpa, offset=at))
             cfg_off = vr_off + nvr * _VRING.size
             entry = Vdev(
                 id=vid,
@@ -240,7 +240,7 @@ def parse(raw: bytes | bytearray | memoryview) -> ResourceTable:
                 dfeatures=dfeat,
                 gfeatures=gfeat,
                 status=status,
-                vrings=vrings,
+                vrings=tuple(vrings),
                 config=raw[cfg_off : cfg_off + cfg_len],
                 offset=off,
             )

@@ -62,7 +62,7 @@ def read_table(mem: MemoryMap, layout: Layout) -> TableView:
         raise AttachError(f"the rpmsg vdev has {len(vdev.vrings)} vrings, not 2")
     pas = []
     anys = []
-    for i, (vr, region) in enumerate(zip(vdev.vrings, layout.vrings)):
+    for i, (vr, region) in enumerate(zip(vdev.vrings, layout.vrings, strict=True)):
         if vr.num != vdev.vrings[0].num:
             raise AttachError("vring0 and vring1 differ in size")
         try:
@@ -101,7 +101,7 @@ class Session:
         vr = view.vdev.vrings
         self.rings = tuple(
             Vring(mem.view(pa, vring_offsets(pa, v.num, v.align)[2]), pa, v.num, v.align)
-            for pa, v in zip(view.vring_pa, vr)
+            for pa, v in zip(view.vring_pa, vr, strict=True)
         )
         self.notifyids = view.notifyids
         self.features = view.vdev.dfeatures & SUPPORTED_FEATURES
@@ -134,9 +134,7 @@ class Session:
             ring.reset()
         self.bus.start()
         self.bus.flush()  # publish the receive buffers before DRIVER_OK
-        self._set_status(
-            rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK
-        )
+        self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK)
         return [self.notifyids[0]]
 
     def alive(self) -> bool:

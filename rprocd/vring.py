@@ -138,7 +138,10 @@ class Vring:
         desc = self._used32[slot]
         length = self._used32[slot + 1]
         if desc >= self.num or not self._out[desc]:
-            raise VringError(f"vring {self.pa:#x}: used entry {self.last_used} returns descriptor {desc}, which is not with the remote")
+            raise VringError(
+                f"vring {self.pa:#x}: used entry {self.last_used} returns descriptor {desc}, "
+                "which is not with the remote"
+            )
         self._out[desc] = 0
         self.inflight -= 1
         self.last_used = (self.last_used + 1) & 0xFFFF

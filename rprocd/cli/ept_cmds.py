@@ -110,10 +110,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("text", "hex", "raw"), default="text")
     p.set_defaults(func=cmd_send)
 
-    p = sub.add_parser("listen", help="print what the remote sends on an endpoint", epilog="example: rprocctl listen rpmsg-tty --format hex")
+    p = sub.add_parser(
+        "listen",
+        help="print what the remote sends on an endpoint",
+        epilog="example: rprocctl listen rpmsg-tty --format hex",
+    )
     p.add_argument("endpoint")
     p.add_argument("--format", choices=("text", "hex", "raw"), default="text")
     p.add_argument("--count", type=int, default=0, help="stop after N messages (0: never)")
     p.set_defaults(func=cmd_listen)
-
-
