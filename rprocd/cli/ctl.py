@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
@@ -15,7 +16,11 @@ COMMAND_MODULES = ["rprocd.cli.ept_cmds", "rprocd.cli.sim_cmd"]
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rprocctl", description="Talk to rprocd and the remote core.")
     p.add_argument("--version", action="version", version=f"rprocctl {__version__}")
-    p.add_argument("--runtime-dir", default="/run/rprocd", help="rprocd's runtime directory (default /run/rprocd)")
+    p.add_argument(
+        "--runtime-dir",
+        default=os.environ.get("RPROCD_RUNTIME_DIR", "/run/rprocd"),
+        help="rprocd's runtime directory (default $RPROCD_RUNTIME_DIR or /run/rprocd)",
+    )
     p.add_argument("--remote", "-r", default="main", help="remote processor name (default main)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for mod in COMMAND_MODULES:
