@@ -51,6 +51,7 @@ class HostStats:
     attaches: int = 0
     sessions_lost: int = 0
     resets: int = 0
+    resumes: int = 0
     ring_errors: int = 0
     table_errors: int = 0
     tx_refused: int = 0  # sends to an endpoint that cannot send (peer address unknown)
@@ -68,6 +69,7 @@ class RemoteHost:
         *,
         policy_for: Callable[[str], EndpointPolicy] = lambda name: EndpointPolicy(),
         reset_wait: float = 0.05,
+        resume_grace: float = 5.0,
         socket_mode: int = 0o660,
         socket_gid: int | None = None,
     ):
@@ -94,6 +96,9 @@ class RemoteHost:
         self._last_table_error = ""
         self._timer: asyncio.TimerHandle | None = None
         self._tx_waiters: list[Callable[[], None]] = []
+        self._may_resume = True  # only a fresh process resumes; our own broken session is reset
+        self.resume_grace = resume_grace
+        self._grace_until = 0.0
         self.started = time.monotonic()
 
     # -- public ------------------------------------------------------------------
@@ -113,11 +118,14 @@ class RemoteHost:
                 if view is None:
                     break
                 if view.status & rt.VIRTIO_CONFIG_S_DRIVER_OK:
-                    await self._reset(view)
-                    continue
-                if not self._attach(view):
+                    if not (self._may_resume and self._resume(view)):
+                        self._may_resume = False
+                        await self._reset(view)
+                        continue
+                elif not self._attach(view):
                     await self._sleep(CHECK_INTERVAL)
                     continue
+                self._may_resume = False
                 await self._lost.wait()
                 if self._stopping:
                     break
@@ -192,6 +200,33 @@ class RemoteHost:
             self.platform.doorbell.ring(word)
         self._set_state("attached", self._attached_detail())
         self.service()  # the remote may have rung before we listened
+        return True
+
+    def _resume(self, view: TableView) -> bool:
+        """Take over the session a dead predecessor left; False if that is not safe."""
+        self._lost.clear()
+        try:
+            session = Session(self.mem, self.layout, view, self)
+        except (AttachError, RpmsgError, MemoryAccessError, ValueError) as e:
+            log.warning("%s: cannot resume: %s", self.name, e)
+            return False
+        self.session = session  # channel_added during resume needs it
+        self._grace_until = time.monotonic() + self.resume_grace
+        try:
+            result = session.resume()
+        except (VringError, MemoryAccessError) as e:
+            result = str(e)
+        if isinstance(result, str):
+            self.session = None
+            log.warning("%s: cannot resume the earlier host's session (%s); resetting the remote", self.name, result)
+            return False
+        self.stats.resumes += 1
+        self.stats.attaches += 1
+        for word in result:
+            self.platform.doorbell.ring(word)
+        self._set_state("attached", self._attached_detail())
+        self.loop.call_later(self.resume_grace, self.request_service)
+        self.service()
         return True
 
     def _attached_detail(self) -> str:
@@ -364,12 +399,19 @@ class RemoteHost:
         if self.state == "attached" and self.session is not None:
             self._set_state("attached", self._attached_detail())
 
-    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
-        if not self.sockets.deliver(ch, payload):
-            return False
+    def can_deliver(self, ch: Channel) -> bool:
+        ok = self.sockets.can_deliver(ch)
+        if ok and self._grace_until and not self.sockets.has_clients(ch):
+            # just resumed: clients of the dead host are reconnecting; keep their messages in the ring
+            if time.monotonic() < self._grace_until:
+                return False
+            self._grace_until = 0.0
+        return ok
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
+        self.sockets.deliver(ch, payload)
         for o in self.observers:
             o.on_rx(self, ch, payload)
-        return True
 
     # -- figures -------------------------------------------------------------------
 

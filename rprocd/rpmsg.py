@@ -9,9 +9,15 @@ create and destroy channels; local addresses are allocated from 1024 up.
 The bus does no I/O.  Events go in (:meth:`RpmsgBus.process_rx`,
 :meth:`RpmsgBus.reclaim_tx`, :meth:`RpmsgBus.send`); the doorbells to ring
 come out of :meth:`RpmsgBus.flush`.  Deliveries go to a :class:`BusEvents`
-listener, which may refuse one (``deliver`` returns False): the bus then
-keeps that buffer and stops draining vring0 until :meth:`process_rx` is
-called again, so a slow consumer slows the remote instead of losing data.
+listener, which may refuse one (``can_deliver`` returns False): the bus then
+leaves that buffer in the ring and stops draining vring0 until
+:meth:`process_rx` is called again, so a slow consumer slows the remote
+instead of losing data.
+
+A received message is *accepted* when the bus records it as consumed in
+shared memory (``avail.used_event``, see :meth:`Vring.adopt`) — just before it
+is handed over, so a host killed at any instant either has handed a message
+over and recorded it, or will find it again in the ring when it resumes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
 from .memory import MemoryMap, block_copy
 from .vring import VRING_DESC_F_WRITE, Vring
@@ -63,8 +70,12 @@ class BusEvents(Protocol):
 
     def channel_removed(self, ch: Channel) -> None: ...
 
-    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
-        """Take one message; False means "not now" and the bus will offer it again."""
+    def can_deliver(self, ch: Channel) -> bool:
+        """Whether a message for ``ch`` can be taken now; False holds it in the ring."""
+        ...
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
+        """Take one message (only after :meth:`can_deliver` said yes)."""
         ...
 
 
@@ -117,6 +128,8 @@ class RpmsgBus:
         self._next_addr = RPMSG_RESERVED_ADDRESSES
         self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
         self.stats = BusStats()
+        spare_pa = buffers.pa + need
+        self.state = HostState(mem, spare_pa, buffers.end - spare_pa)
 
     # -- session -----------------------------------------------------------------
 
@@ -127,11 +140,54 @@ class RpmsgBus:
             self.rx.add(i, self.pool_pa + i * bs, bs, VRING_DESC_F_WRITE)
         self.rx.want_interrupts(True)
         self.tx.want_interrupts(False)  # tx-complete interrupts only while someone waits
+        self._save_state()
+
+    def resume(self, saved: list[SavedChannel]) -> tuple[int, int]:
+        """Take over live rings and the saved channels; returns (rx re-posted, tx freed).
+
+        Raises :class:`~rprocd.vring.VringError` when the rings are not ones we left.
+        """
+        bs, pool, num = self.buf_size, self.pool_pa, self.num
+        rx_back = self.rx.adopt(lambda d, addr, ln, fl: addr == pool + d * bs and ln == bs and fl == VRING_DESC_F_WRITE)
+        tx_back = self.tx.adopt(
+            lambda d, addr, ln, fl: addr == pool + (num + d) * bs and HDR_SIZE <= ln <= bs and fl == 0
+        )
+        for d in rx_back:  # processed by the previous host, never handed back
+            self.rx.add(d, pool + d * bs, bs, VRING_DESC_F_WRITE)
+        self._free = sorted(tx_back, reverse=True)
+        for c in saved:
+            name = c.raw_name.decode("utf-8", "backslashreplace")
+            ch = Channel(
+                name=name,
+                remote=c.remote,
+                local=c.local,
+                raw_name=c.raw_name,
+                host_created=bool(c.flags & F_HOST_CREATED),
+                announced=bool(c.flags & F_ANNOUNCED),
+            )
+            self.channels[ch.local] = ch
+            self.by_name[name] = ch
+            self._next_addr = max(self._next_addr, ch.local + 1)
+            self.events.channel_added(ch)
+        return len(rx_back), len(tx_back)
+
+    def _save_state(self) -> None:
+        """Keep the channel table where a restarted host finds it (see :mod:`rprocd.hoststate`)."""
+        chans = [
+            SavedChannel(
+                c.raw_name,
+                c.remote,
+                c.local,
+                (F_HOST_CREATED if c.host_created else 0) | (F_ANNOUNCED if c.announced else 0),
+            )
+            for c in self.channels.values()
+        ]
+        self.state.save((self.rx.pa, self.tx.pa), self.num, chans)
 
     def close(self) -> None:
-        """Drop every channel (the session ended)."""
+        """Drop every channel (the session ended).  The saved state stays for a successor."""
         for ch in list(self.channels.values()):
-            self._remove(ch)
+            self._remove(ch, save=False)
 
     # -- receive -----------------------------------------------------------------
 
@@ -177,21 +233,27 @@ class RpmsgBus:
                     data = bufs[start : start + mlen].tobytes()
                 ch = self.channels.get(dst)
                 if ch is not None:
-                    if ch.remote == RPMSG_ADDR_ANY:
-                        ch.remote = src  # a host-created endpoint learns its peer from the first message
-                    if not self.events.deliver(ch, src, data):
+                    if not self.events.can_deliver(ch):
                         self._held = (desc, length)
                         self.stats.held += 1
                         return False
+                    if ch.remote == RPMSG_ADDR_ANY:
+                        ch.remote = src  # a host-created endpoint learns its peer from the first message
+                        self._save_state()
+                    self.rx.record_used()
+                    self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
                     ch.rx_msgs += 1
                     ch.rx_bytes += mlen
                     self.stats.rx_msgs += 1
                     self.stats.rx_bytes += mlen
+                    self.events.deliver(ch, src, data)
+                    return True
                 elif dst == RPMSG_NS_ADDR and self.ns:
                     self._name_service(data, src)
                 else:
                     self.stats.rx_unknown_dst += 1
                     log.info("dropped %d-byte message from %#x to unknown address %#x", mlen, src, dst)
+        self.rx.record_used()
         self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
         return True
 
@@ -230,6 +292,7 @@ class RpmsgBus:
         ch = Channel(name=name, remote=addr, local=self._alloc_addr(), raw_name=raw)
         self.channels[ch.local] = ch
         self.by_name[name] = ch
+        self._save_state()
         self.stats.ns_created += 1
         log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
         self.events.channel_added(ch)
@@ -254,6 +317,7 @@ class RpmsgBus:
             ch.announced = True
         self.channels[ch.local] = ch
         self.by_name[name] = ch
+        self._save_state()
         self.events.channel_added(ch)
         return ch
 
@@ -273,10 +337,12 @@ class RpmsgBus:
         self._next_addr = a + 1
         return a
 
-    def _remove(self, ch: Channel) -> None:
+    def _remove(self, ch: Channel, *, save: bool = True) -> None:
         self.channels.pop(ch.local, None)
         if self.by_name.get(ch.name) is ch:
             del self.by_name[ch.name]
+        if save:
+            self._save_state()
         self.events.channel_removed(ch)
 
     # -- transmit ----------------------------------------------------------------
@@ -289,6 +355,8 @@ class RpmsgBus:
         for _ in range(n):
             desc, _len = tx.pop_used()
             free.append(desc)
+        if n:
+            tx.record_used()
         return n
 
     def tx_free(self) -> int:

@@ -17,7 +17,7 @@ from . import rsc_table as rt
 from .layout import Layout, Region
 from .memory import MemoryMap
 from .rpmsg import BusEvents, RpmsgBus
-from .vring import Vring, vring_offsets
+from .vring import Vring, VringError, vring_offsets
 
 log = logging.getLogger("rprocd.session")
 
@@ -137,6 +137,37 @@ class Session:
         self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK)
         return [self.notifyids[0]]
 
+    def resume(self) -> list[int] | str:
+        """Take over the live session an earlier host left (it died; the remote kept running).
+
+        Returns the doorbell words to ring, or why resuming is not safe (the
+        caller then resets the remote instead).  Nothing is written to shared
+        memory before every check has passed, except buffers handed back.
+        """
+        saved = self.bus.state.load((self.rings[0].pa, self.rings[1].pa), self.rings[0].num)
+        if isinstance(saved, str):
+            return saved
+        vdev = self.view.vdev
+        if vdev.gfeatures != self.features:
+            return f"the earlier host negotiated features {vdev.gfeatures:#x}, we would negotiate {self.features:#x}"
+        if any(self.view.any_da):
+            return "a vring address is still FW_RSC_ADDR_ANY, so no host ever set it up"
+        try:
+            rx_back, tx_back = self.bus.resume(saved)
+        except VringError as e:
+            self.bus.close()
+            return f"the rings are not in a state we can take over: {e}"
+        self.bus.rx.want_interrupts(True)
+        self.bus.tx.want_interrupts(False)
+        self.bus.flush()
+        log.info(
+            "resumed the live session: %d channels, %d receive buffers handed back, %d transmit buffers reclaimed",
+            len(saved),
+            rx_back,
+            tx_back,
+        )
+        return list(self.notifyids)
+
     def alive(self) -> bool:
         """The remote still runs this session: table version 1 and DRIVER_OK still set."""
         try:
@@ -150,6 +181,7 @@ class Session:
         """Clean exit: status 0 so the remote ends its session; returns the doorbell words."""
         self.bus.close()
         if self.alive():
+            self.bus.state.clear()
             self._set_status(0)
             return [self.notifyids[0]]
         return []

@@ -18,6 +18,7 @@ a violation raises :class:`VringError`, never an out-of-range access.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 VRING_DESC_F_NEXT = 1
 VRING_DESC_F_WRITE = 2
@@ -80,14 +81,55 @@ class Vring:
         self.avail_idx = self.last_used = self.inflight = 0
         self._out[:] = bytes(self.num)
 
-    def adopt(self, outstanding: list[int]) -> None:
-        """Take over a live ring (daemon restart): shadows from shared memory."""
-        self.avail_idx = self._avail[1]
-        self.last_used = self._used16[1]  # caller adjusts if it knows better
-        self._out[:] = bytes(self.num)
-        for d in outstanding:
-            self._out[d] = 1
-        self.inflight = len(outstanding)
+    def adopt(self, desc_ok: Callable[[int, int, int, int], bool]) -> list[int]:
+        """Take over a live ring after a daemon restart; returns the descriptors to hand back.
+
+        The previous host left its progress in ``avail.used_event`` (see
+        :meth:`record_used`; the field is ignored by a remote that did not
+        negotiate ``VIRTIO_RING_F_EVENT_IDX``, which rpmsg never offers).
+        Descriptors in ``avail[used.idx .. avail.idx)`` are with the remote,
+        those in ``used[used_event .. used.idx)`` wait for us; every other
+        descriptor had been processed and not yet handed back, and is returned
+        for the caller to re-post (rx) or free (tx).  ``desc_ok(desc, addr,
+        len, flags)`` vouches for each descriptor's contents.  Raises
+        :class:`VringError` if the ring is not one a host like us could have left.
+        """
+        num, mask = self.num, self._mask
+        a = self._avail[1]
+        last = self._avail[2 + num]
+        u1 = self._used16[1]
+        if (a - last) & 0xFFFF > num or (u1 - last) & 0xFFFF > (a - last) & 0xFFFF:
+            raise VringError(
+                f"vring {self.pa:#x}: indices avail {a}, used {u1}, host progress {last} are not consistent"
+            )
+        out = bytearray(num)
+        for i in range(u1, u1 + ((a - u1) & 0xFFFF)):
+            d = self._avail[2 + (i & mask)]
+            if d >= num:
+                raise VringError(f"vring {self.pa:#x}: avail entry {i & 0xFFFF} holds descriptor {d}")
+            out[d] = 1
+        u2 = self._used16[1]  # the remote may have moved on meanwhile; the union covers it
+        if (u2 - last) & 0xFFFF > (a - last) & 0xFFFF:
+            raise VringError(f"vring {self.pa:#x}: used.idx {u2} ran past avail.idx {a}")
+        for i in range(last, last + ((u2 - last) & 0xFFFF)):
+            d = self._used32[2 * (i & mask)]
+            if d >= num:
+                raise VringError(f"vring {self.pa:#x}: used entry {i & 0xFFFF} holds descriptor {d}")
+            out[d] = 1
+        for d in range(num):
+            if out[d]:
+                addr, length, flags, _next = DESC.unpack_from(self._buf, d * 16)
+                if not desc_ok(d, addr, length, flags):
+                    raise VringError(f"vring {self.pa:#x}: descriptor {d} ({addr:#x}+{length}) is not one of ours")
+        self.avail_idx = a
+        self.last_used = last
+        self._out[:] = out
+        self.inflight = sum(out)
+        return [d for d in range(num) if not out[d]]
+
+    def record_used(self) -> None:
+        """Leave our progress through the used ring in shared memory, for :meth:`adopt`."""
+        self._avail[2 + self.num] = self.last_used
 
     # -- driver -> device --------------------------------------------------------
 

@@ -10,7 +10,7 @@ import sys
 from .. import __version__
 
 # modules with ``register(subparsers)``; each command sets ``func(args) -> int``
-COMMAND_MODULES = ["rprocd.cli.ept_cmds", "rprocd.cli.sim_cmd"]
+COMMAND_MODULES = ["rprocd.cli.ept_cmds", "rprocd.cli.ctl_cmds", "rprocd.cli.inspect_cmd", "rprocd.cli.sim_cmd"]
 
 
 def parser() -> argparse.ArgumentParser:

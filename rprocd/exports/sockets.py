@@ -196,6 +196,8 @@ class SocketExport:
             ex.stats.clients = len(ex.clients)
             if not self._paused:
                 self._start_reading(ex, c)
+            if len(ex.clients) == 1:
+                self.transport.rx_unblocked()  # messages held for a client-less endpoint may flow
 
     def _start_reading(self, ex: EndpointExport, c: _Client) -> None:
         if not c.reading and not c.closed:
@@ -295,20 +297,28 @@ class SocketExport:
 
     # -- remote -> clients ---------------------------------------------------------
 
-    def deliver(self, ch: Channel, payload: bytes) -> bool:
+    def can_deliver(self, ch: Channel) -> bool:
+        """False while an endpoint with the ``block`` policy has a client whose queue is full."""
+        ex = self.exports.get(ch.local)
+        if ex is None or ex.policy.overflow != "block":
+            return True
+        limit = ex.policy.queue
+        return all(len(c.queue) < limit for c in ex.clients)
+
+    def has_clients(self, ch: Channel) -> bool:
+        ex = self.exports.get(ch.local)
+        return ex is not None and bool(ex.clients)
+
+    def deliver(self, ch: Channel, payload: bytes) -> None:
         ex = self.exports.get(ch.local)
         if ex is None:
-            return True
+            return
         clients = ex.clients
         if not clients:
             ex.stats.rx_no_client += 1
-            return True
+            return
         policy = ex.policy
         limit = policy.queue
-        if policy.overflow == "block":
-            for c in clients:
-                if len(c.queue) >= limit:
-                    return False
         for c in clients:
             q = c.queue
             if q:
@@ -331,7 +341,6 @@ class SocketExport:
                 self._drop_client(ex, c, str(e))
                 continue
             ex.stats.rx_delivered += 1
-        return True
 
     def _writable(self, ex: EndpointExport, c: _Client) -> None:
         q = c.queue
