@@ -1,41 +1,79 @@
-"""``rprocctl endpoints | send | listen``: endpoint sockets from a shell."""
+"""``rprocctl endpoints | send | listen``: the remote's endpoints from a shell.
+
+``endpoints`` asks the control socket (addresses, clients, counters); with no
+daemon control socket it falls back to listing the endpoint sockets.  ``send``
+and ``listen`` use the endpoint sockets themselves, through
+:mod:`rprocd.client`, exactly as any other program would.
+"""
 
 from __future__ import annotations
 
 import argparse
-import select
-import socket
+import json
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
-MAX_PAYLOAD = 496
+from ..client import MAX_PAYLOAD, Control, Endpoint, EndpointClosed
+from .ctl_cmds import Failure, add_json, guarded, hexaddr, print_json
 
 
 def ept_dir(args: argparse.Namespace) -> Path:
     return Path(args.runtime_dir) / args.remote / "ept"
 
 
-def connect(args: argparse.Namespace, name: str) -> socket.socket:
-    path = ept_dir(args) / name
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def open_endpoint(args: argparse.Namespace, name: str) -> Endpoint:
     try:
-        s.connect(str(path))
+        return Endpoint.open(name, remote=args.remote, runtime_dir=args.runtime_dir)
     except FileNotFoundError:
-        s.close()
-        raise SystemExit(f"rprocctl: no endpoint {name!r} at {path} (see 'rprocctl endpoints')") from None
-    return s
+        raise Failure(f"no endpoint {name!r} on {args.remote} (see 'rprocctl endpoints')") from None
 
 
-def cmd_endpoints(args: argparse.Namespace) -> int:
+# -- endpoints ------------------------------------------------------------------------
+
+
+def _list_sockets(args: argparse.Namespace) -> list[dict[str, Any]]:
     d = ept_dir(args)
     try:
-        names = sorted(e.name for e in d.iterdir() if stat.S_ISSOCK(e.lstat().st_mode))
+        entries = sorted(d.iterdir())
     except FileNotFoundError:
-        names = []
-    for n in names:
-        print(n)
+        return []
+    return [{"name": e.name, "path": str(e)} for e in entries if stat.S_ISSOCK(e.lstat().st_mode)]
+
+
+@guarded
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    try:
+        with Control(args.runtime_dir) as c:
+            eps = c.endpoints(args.remote)
+    except FileNotFoundError:
+        eps = _list_sockets(args)
+        print("rprocctl endpoints: no control socket; listing endpoint sockets only", file=sys.stderr)
+        if args.json:
+            print_json({"endpoints": eps})
+        else:
+            for e in eps:
+                print(e["name"])
+        return 0
+    if args.json:
+        print_json({"endpoints": eps})
+        return 0
+    if not eps:
+        print(f"no endpoints on {args.remote}")
+        return 0
+    width = max(len(e["name"]) for e in eps)
+    print(f"{'NAME':<{width}}  {'LOCAL':>6}  {'REMOTE':>6}  CLIENTS  {'RX':>8}  {'TX':>8}  EXPORTS")
+    for e in eps:
+        exports = ",".join(e["exports"]) + (" (host)" if e["host_created"] else "")
+        print(
+            f"{e['name']:<{width}}  {hexaddr(e['local']):>6}  {hexaddr(e['remote']):>6}  {e['clients']:>7}  "
+            f"{e['rx_msgs']:>8}  {e['tx_msgs']:>8}  {exports}"
+        )
     return 0
+
+
+# -- send / listen ---------------------------------------------------------------------
 
 
 def format_record(data: bytes, fmt: str) -> bytes:
@@ -46,76 +84,112 @@ def format_record(data: bytes, fmt: str) -> bytes:
     return data.decode("utf-8", "backslashreplace").encode() + b"\n"
 
 
+def record_json(endpoint: str, data: bytes) -> dict[str, Any]:
+    return {"endpoint": endpoint, "len": len(data), "hex": data.hex(), "text": data.decode("utf-8", "backslashreplace")}
+
+
+@guarded
 def cmd_send(args: argparse.Namespace) -> int:
     if args.data == "-":
-        payloads = [line.rstrip(b"\n") for line in sys.stdin.buffer] if args.lines else [sys.stdin.buffer.read()]
+        stdin = sys.stdin.buffer
+        payloads = [line.rstrip(b"\n") for line in stdin] if args.lines else [stdin.read()]
+    elif args.hex:
+        try:
+            payloads = [bytes.fromhex(args.data)]
+        except ValueError:
+            raise Failure(f"{args.data!r} is not hex") from None
     else:
-        payloads = [bytes.fromhex(args.data) if args.hex else args.data.encode()]
+        payloads = [args.data.encode()]
     for p in payloads:
         if len(p) > MAX_PAYLOAD:
-            print(f"rprocctl send: message of {len(p)} bytes exceeds {MAX_PAYLOAD}", file=sys.stderr)
-            return 1
-    with connect(args, args.endpoint) as s:
+            raise Failure(f"message of {len(p)} bytes exceeds {MAX_PAYLOAD}")
+    replies: list[bytes] = []
+    out = sys.stdout.buffer
+    with open_endpoint(args, args.endpoint) as ept:
         for p in payloads:
-            s.send(p)
-        out = sys.stdout.buffer
-        s.settimeout(args.timeout)
+            ept.send(p, timeout=args.timeout)
         for _ in range(args.replies):
             try:
-                data = s.recv(MAX_PAYLOAD + 16)
+                data = ept.recv(timeout=args.timeout)
             except TimeoutError:
-                print("rprocctl send: no reply within the timeout", file=sys.stderr)
-                return 1
-            out.write(format_record(data, args.format))
-            out.flush()
+                raise Failure(f"no reply within {args.timeout} s") from None
+            if args.json:
+                replies.append(data)
+            else:
+                out.write(format_record(data, args.format))
+                out.flush()
+    if args.json:
+        print_json(
+            {
+                "endpoint": args.endpoint,
+                "sent": [len(p) for p in payloads],
+                "replies": [record_json(args.endpoint, r) for r in replies],
+            }
+        )
     return 0
 
 
-def _hung_up(s: socket.socket) -> bool:
-    """After a 0-byte read: EOF, or an empty record?  Only a hung-up peer gives EOF."""
-    p = select.poll()
-    p.register(s.fileno(), select.POLLRDHUP)
-    return bool(p.poll(0))
-
-
+@guarded
 def cmd_listen(args: argparse.Namespace) -> int:
-    with connect(args, args.endpoint) as s:
-        out = sys.stdout.buffer
+    out = sys.stdout.buffer
+    with open_endpoint(args, args.endpoint) as ept:
         n = 0
         while args.count <= 0 or n < args.count:
-            data = s.recv(MAX_PAYLOAD + 16)
-            if not data and _hung_up(s):
+            try:
+                data = ept.recv(timeout=args.timeout)
+            except EndpointClosed:
                 return 0  # the endpoint went away
-            out.write(format_record(data, args.format))
+            except TimeoutError:
+                raise Failure(f"nothing received within {args.timeout} s") from None
+            if args.json:
+                out.write(json.dumps(record_json(args.endpoint, data)).encode() + b"\n")
+            else:
+                out.write(format_record(data, args.format))
             out.flush()
             n += 1
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("endpoints", help="list the remote's endpoints", epilog="example: rprocctl endpoints")
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "endpoints",
+        help="list the remote's endpoints: addresses, clients, counters",
+        description="List the remote's endpoints with their local and remote addresses, clients and counters.",
+        epilog="example: rprocctl endpoints --json",
+        formatter_class=fmt,
+    )
+    add_json(p)
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser(
         "send",
-        help="send one message to an endpoint",
-        epilog="example: rprocctl send rpmsg-client-sample hello --replies 1",
+        help="send messages to an endpoint and print the replies",
+        description="Send one message (DATA, or standard input with -) to an endpoint; print N replies.",
+        epilog="example: rprocctl send rpmsg-client-sample hello --replies 1\n"
+        "         printf 'a\\nb\\n' | rprocctl send rpmsg-tty - --lines --replies 2",
+        formatter_class=fmt,
     )
     p.add_argument("endpoint")
     p.add_argument("data", help="the payload (text), or - to read it from standard input")
     p.add_argument("--hex", action="store_true", help="DATA is hex")
     p.add_argument("--lines", action="store_true", help="with -, send each input line as one message")
-    p.add_argument("--replies", type=int, default=0, help="wait for and print N replies")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply")
-    p.add_argument("--format", choices=("text", "hex", "raw"), default="text")
+    p.add_argument("--replies", type=int, default=0, metavar="N", help="wait for and print N replies")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (default 5)")
+    p.add_argument("--format", choices=("text", "hex", "raw"), default="text", help="how to print replies")
+    add_json(p)
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser(
         "listen",
         help="print what the remote sends on an endpoint",
-        epilog="example: rprocctl listen rpmsg-tty --format hex",
+        description="Print each message the remote sends on an endpoint, until it goes away.",
+        epilog="example: rprocctl listen rpmsg-tty --format hex --count 10",
+        formatter_class=fmt,
     )
     p.add_argument("endpoint")
-    p.add_argument("--format", choices=("text", "hex", "raw"), default="text")
-    p.add_argument("--count", type=int, default=0, help="stop after N messages (0: never)")
+    p.add_argument("--format", choices=("text", "hex", "raw"), default="text", help="text, hex or raw bytes")
+    p.add_argument("--count", type=int, default=0, metavar="N", help="stop after N messages (0: never)")
+    p.add_argument("--timeout", type=float, default=None, help="fail if nothing arrives for this many seconds")
+    add_json(p)
     p.set_defaults(func=cmd_listen)

@@ -1,0 +1,147 @@
+"""``rprocctl inspect FILE``: decode a resource table from a firmware ELF or a memory dump.
+
+The I/O half of :mod:`rprocd.inspect`: find the table (the ``.resource_table``
+section, else the ``resource_table`` symbol, with pyelftools; or an address in
+a raw dump), then print the report, the device-tree snippet and the
+rprocd.toml section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..inspect import DEFAULT_MAX_TABLE, Hints, Report, analyse
+from ..layout import Region
+from .ctl_cmds import Failure, add_json, guarded
+
+SECTION = ".resource_table"
+SYMBOL = "resource_table"
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (decimal or 0x...)") from None
+
+
+def _region(name: str) -> object:
+    def parse(text: str) -> Region:
+        pa, sep, size = text.partition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected PA:SIZE, e.g. 0x200c6000:0x8000")
+        return Region(name, _int(pa), _int(size))
+
+    return parse
+
+
+def table_from_elf(path: Path) -> tuple[int, bytes, str]:
+    """(address, bytes, where) of the resource table in a firmware ELF."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    try:
+        with open(path, "rb") as f:
+            elf = ELFFile(f)
+            loaded = [s for s in elf.iter_sections() if s["sh_flags"] & 2 and s["sh_type"] != "SHT_NOBITS"]
+            # the symbol first: it is exact even when the section starts with padding
+            for symtab in elf.iter_sections():
+                if not isinstance(symtab, SymbolTableSection):
+                    continue
+                for sym in symtab.get_symbol_by_name(SYMBOL) or []:
+                    addr, size = sym["st_value"], sym["st_size"] or DEFAULT_MAX_TABLE
+                    for s in loaded:
+                        lo = s["sh_addr"]
+                        if lo <= addr < lo + s["sh_size"]:
+                            data = s.data()[addr - lo : addr - lo + size]
+                            return addr, data, f"ELF {path.name}, symbol {SYMBOL} at {addr:#x} in section {s.name}"
+            sec = elf.get_section_by_name(SECTION)
+            if sec is not None and sec in loaded and sec["sh_size"]:
+                return sec["sh_addr"], sec.data(), f"ELF {path.name}, section {SECTION} at {sec['sh_addr']:#x}"
+    except ELFError as e:
+        raise Failure(f"{path}: not a readable ELF file: {e}") from None
+    raise Failure(f"{path}: no {SECTION} section and no {SYMBOL} symbol with contents (is it the remote's image?)")
+
+
+def table_from_dump(path: Path, data: bytes, args: argparse.Namespace) -> tuple[int, bytes, str]:
+    """(address, bytes, where) of the table in a raw dump of physical memory starting at ``--base``."""
+    base = args.base
+    if args.table_addr is not None:
+        off = args.table_addr - base
+    elif args.table_offset is not None:
+        off = args.table_offset
+    else:
+        off = 0
+    if not 0 <= off < len(data):
+        raise Failure(
+            f"table at {base + off:#x} is outside the dump ({base:#x}-{base + len(data):#x}); "
+            "give --base and --table-addr or --table-offset"
+        )
+    return base + off, data[off : off + args.table_size], f"dump {path.name} (base {base:#x}), offset {off:#x}"
+
+
+@guarded
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise Failure(f"{path}: {e.strerror}") from None
+    if data[:4] == b"\x7fELF" and not args.raw:
+        addr, raw, origin = table_from_elf(path)
+    else:
+        addr, raw, origin = table_from_dump(path, data, args)
+    hints = Hints(name=args.name, rsc_region=args.rsc_region, shm=args.shm, buffers=args.buffers)
+    rep: Report = analyse(addr, raw, hints, origin=origin)
+    if rep.table is None:
+        raise Failure(f"{origin}: no usable resource table at {addr:#x}: {rep.error}")
+    if args.json:
+        json.dump(rep.as_dict(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(rep.text())
+        sys.stdout.write("\nLinux device tree:\n\n" + rep.dts())
+        sys.stdout.write("\nrprocd.toml:\n\n" + rep.toml())
+    if rep.warnings and args.strict:
+        return 3
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="decode a resource table from a firmware ELF or a memory dump; print the memory map",
+        description=(
+            "Decode and check the remote's resource table (from the .resource_table section or the\n"
+            "resource_table symbol of a Zephyr/OpenAMP ELF, or from a raw memory dump), then print\n"
+            "the memory map, the device-tree reserved-memory snippet and the rprocd.toml section.\n"
+            "Exit status: 0 decoded, 1 no usable table, 3 warnings with --strict."
+        ),
+        epilog=(
+            "examples: rprocctl inspect build/zephyr/zephyr.elf --shm 0x200c6000:0x8000\n"
+            "          rprocctl inspect shm.bin --base 0x200c6000 --table-offset 0x3b8"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", help="firmware ELF or raw memory dump")
+    p.add_argument("--raw", action="store_true", help="treat FILE as a raw dump even if it looks like an ELF")
+    p.add_argument("--base", type=_int, default=0, metavar="ADDR", help="dump: physical address of its first byte")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--table-offset", type=_int, metavar="OFF", help="dump: the table's offset in the file")
+    g.add_argument("--table-addr", type=_int, metavar="ADDR", help="dump: the table's physical address")
+    p.add_argument(
+        "--table-size", type=_int, default=DEFAULT_MAX_TABLE, metavar="N", help="dump: bytes to read (0x1000)"
+    )
+    p.add_argument(
+        "--rsc-region", type=_region("rsc-table"), metavar="PA:SIZE", help="reserved region holding the table"
+    )
+    p.add_argument("--shm", type=_region("rpmsg_shm"), metavar="PA:SIZE", help="the whole shared window")
+    p.add_argument("--buffers", type=_region("vdev0buffer"), metavar="PA:SIZE", help="the rpmsg buffer pool")
+    p.add_argument("--name", default="main", help="remote name for the rprocd.toml section (default main)")
+    p.add_argument("--strict", action="store_true", help="exit with status 3 when there are warnings")
+    add_json(p)
+    p.set_defaults(func=cmd_inspect)
