@@ -1,0 +1,76 @@
+# rprocd developer entry points. See docs/install.md.
+#   make deps   install what a fresh Debian 12 lacks (apt-get + pip; root or sudo)
+#   make test   the whole test suite
+#   make run    the simulated remote and the daemon on a virtual board in ./.run
+#   make lint   ruff + mypy
+#   make deb    the Debian package, into dist/
+#   make bench  the benchmarks (python3 -m bench), when present
+
+PYTHON ?= python3
+RUNDIR_BASE ?= .run
+BOARD ?= $(RUNDIR_BASE)/board
+RUNDIR ?= $(RUNDIR_BASE)/rundir
+DEBBUILD ?= build/deb
+DIST ?= dist
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Everything the test suite and the package build use: the broker and TLS
+# tools other tests start themselves (mosquitto is run as a binary by the
+# tests, never as a service), a C compiler and binutils (objcopy), the
+# packaging chain and its checkers, systemd for systemd-analyze, and
+# Debian's Python modules the package depends on (the packaging test runs
+# the packaged rprocd with /usr/bin/python3).
+APT_PACKAGES = \
+	mosquitto mosquitto-clients openssl gcc libc6-dev binutils make git \
+	build-essential debhelper dh-python pybuild-plugin-pyproject \
+	python3-all python3-setuptools python3-pip python3-venv \
+	python3-pyudev python3-periphery python3-pyelftools python3-systemd \
+	lintian systemd man-db groff-base apt-utils
+
+.PHONY: all deps test run lint deb bench clean
+
+all: test
+
+deps:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)
+	# Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv's does not care.
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy rprocd tests
+
+# The simulated remote in the background, the daemon in the foreground; the
+# remote goes when the daemon does (normal exit, Ctrl-C or a kill).
+run:
+	mkdir -p $(BOARD) $(RUNDIR)
+	rprocctl sim --board $(BOARD) & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
+	rprocd --board $(BOARD) --runtime-dir $(RUNDIR)
+
+# Built from a copy of the tree (tracked files and new ones not ignored), so
+# that the work tree gets no build products; with Debian's own Python and
+# tools (a pyenv python3 earlier in PATH must not be seen by dh-python).
+deb:
+	rm -rf $(DEBBUILD)
+	mkdir -p $(DEBBUILD)/src $(DIST)
+	git ls-files -z --cached --others --exclude-standard \
+		| tar --null --files-from=- --ignore-failed-read -cf - | tar -xf - -C $(DEBBUILD)/src
+	cd $(DEBBUILD)/src && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$$HOME" LC_ALL=C.UTF-8 \
+		$${DEB_BUILD_OPTIONS:+DEB_BUILD_OPTIONS="$$DEB_BUILD_OPTIONS"} \
+		dpkg-buildpackage -us -uc -b
+	cp $(DEBBUILD)/*.deb $(DIST)/
+	@ls -1 $(DIST)/*.deb
+
+bench:
+	@if [ -d bench ] && [ -f bench/__main__.py ]; then $(PYTHON) -m bench; \
+	else echo "no benchmarks yet (bench/__main__.py)"; fi
+
+clean:
+	rm -rf $(DEBBUILD) $(RUNDIR_BASE)
