@@ -271,14 +271,17 @@ class ControlServer:
         log.info("control socket at %s (mode %o)", self.path, self.mode)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for c in list(self._conns):
             for t in c.tasks:
                 t.cancel()
             c.writer.close()
         self._conns.clear()
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 2)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 

@@ -135,6 +135,23 @@ class Rig:
             raise TimeoutError(f"{e}\n{self.logs()}") from None
         return self
 
+    def restart_sim(self, timeout: float = 20.0) -> None:
+        """Kill the simulated remote (as a crash would) and start it again; wait until it is attached again."""
+        attaches = control_request(self.runtime, "status")["result"]["remotes"][0]["attach_count"]
+        for i, (name, proc) in enumerate(self.procs):
+            if name == "sim":
+                proc.kill()
+                proc.wait(timeout=5)
+                del self.procs[i]
+                break
+        self._spawn("sim", [sys.executable, "-m", "rprocd.cli.ctl", "sim", "--board", str(self.board)])
+
+        def reattached() -> bool:
+            st = control_request(self.runtime, "status")["result"]["remotes"][0]
+            return st["attach_count"] > attaches and self._ready()
+
+        wait_for("the restarted remote to attach again", reattached, timeout)
+
     def _ready(self) -> bool:
         for name, proc in self.procs:
             if proc.poll() is not None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import select
+import socket
 import stat
+import struct
 import termios
 import threading
 import time
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +120,42 @@ def test_slow_reader_drops_are_counted_not_blocking(rig: Rig) -> None:
     assert st["rx_dropped"] > 0
     assert st["queued"] <= 256
     assert st["rx_msgs"] + st["rx_dropped"] == count
+
+
+def test_exports_follow_a_remote_restart(tmp_path: Path) -> None:
+    """The remote crashes and boots again: the pty and stream go away with the session and come back working."""
+    with Rig(tmp_path, pty=["rpmsg-tty"], stream=["rpmsg-tty"]) as r:
+        link = r.runtime / "main" / "tty" / "rpmsg-tty"
+        fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+        try:
+            r.restart_sim()
+            # the old pty was closed under the client: it sees a hang-up, not silence
+            assert select.select([fd], [], [], 5)[0], "the old pty must report the hang-up"
+            try:
+                got = os.read(fd, 1)
+            except OSError as e:
+                assert e.errno == errno.EIO
+            else:
+                assert got == b""
+        finally:
+            os.close(fd)
+        assert link.is_symlink() and os.readlink(link).startswith("/dev/pts/")
+        fd = os.open(link, os.O_RDWR | os.O_NOCTTY)
+        try:
+            tty.setraw(fd)
+            os.write(fd, b"after restart")
+            assert read_exactly(fd, 13) == b"after restart"
+        finally:
+            os.close(fd)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(r.runtime / "main" / "stream" / "rpmsg-tty"))
+            s.sendall(struct.pack(">H", 5) + b"again")
+            reply = b""
+            while len(reply) < 7:
+                chunk = s.recv(64)
+                assert chunk, "stream closed"
+                reply += chunk
+            assert reply == struct.pack(">H", 5) + b"again"
+        trace = control_request(r.runtime, "trace", remote="main")["result"]["text"]
+        assert trace.count("*** Booting") == 1  # the new boot log, not the old one appended

@@ -121,7 +121,8 @@ class PtyExport:
     # -- observer --------------------------------------------------------------------
 
     def on_state(self, host: RemoteHost) -> None:
-        pass
+        if host.session is not None and self._paused:
+            self._resume()  # a new session: a wait registered with the old one may never be answered
 
     def on_channel(self, host: RemoteHost, ch: Channel, added: bool) -> None:
         if not added:
@@ -173,7 +174,8 @@ class PtyExport:
             os.set_inheritable(master, False)
             os.set_inheritable(slave, False)
             path = os.ttyname(slave)
-            with contextlib.suppress(OSError):  # the group may use it, as the sockets (0660)
+            with contextlib.suppress(OSError):  # the daemon's group may use it, as the sockets (0660)
+                os.fchown(slave, -1, os.getegid())
                 os.fchmod(slave, self.mode)
             tmp = link.with_name(f".{name}.tmp")
             tmp.unlink(missing_ok=True)

@@ -140,7 +140,9 @@ class StreamExport:
     # -- observer --------------------------------------------------------------------
 
     def on_state(self, host: RemoteHost) -> None:
-        pass
+        if host.session is not None and self._paused:
+            self._waiting = False  # a new session: a wait registered with the old one may never be answered
+            self._resume_now()
 
     def on_channel(self, host: RemoteHost, ch: Channel, added: bool) -> None:
         if not added:
@@ -321,6 +323,9 @@ class StreamExport:
     def _resume(self) -> None:
         """A transmit buffer is free: send the frames held back, then read clients again."""
         self._waiting = False
+        self._resume_now()
+
+    def _resume_now(self) -> None:
         if not self._paused:
             return
         self._paused = False
