@@ -1,7 +1,7 @@
 # rprocd developer entry points. See docs/install.md.
 #   make deps   install what a fresh Debian 12 lacks (apt-get + pip; root or sudo)
-#   make test   the whole test suite
-#   make run    the simulated remote and the daemon on a virtual board in ./.run
+#   make test   the whole test suite (runs `make deps` first when something is missing)
+#   make run    the simulated remote and the daemon on a virtual board in ./.run (same)
 #   make lint   ruff + mypy
 #   make deb    the Debian package, into dist/
 #   make bench  the benchmarks (python3 -m bench), when present
@@ -9,7 +9,7 @@
 PYTHON ?= python3
 RUNDIR_BASE ?= .run
 BOARD ?= $(RUNDIR_BASE)/board
-RUNDIR ?= $(RUNDIR_BASE)/rundir
+RUNDIR ?= $(RUNDIR_BASE)/rprocd
 DEBBUILD ?= build/deb
 DIST ?= dist
 
@@ -28,7 +28,7 @@ APT_PACKAGES = \
 	python3-pyudev python3-periphery python3-pyelftools python3-systemd \
 	lintian systemd man-db groff-base apt-utils
 
-.PHONY: all deps test run lint deb bench clean
+.PHONY: all deps ensure-deps test run lint deb bench clean
 
 all: test
 
@@ -38,7 +38,16 @@ deps:
 	# Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv's does not care.
 	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -e '.[test]'
 
-test:
+# `make deps` only when something it provides is missing: a quick look at
+# dpkg's database, the console scripts and the test modules.
+ensure-deps:
+	@if ! st=$$(dpkg-query -W -f='$${db:Status-Abbrev}\n' $(APT_PACKAGES) 2>/dev/null) \
+		|| echo "$$st" | grep -qv '^ii' \
+		|| ! command -v rprocd rprocctl >/dev/null \
+		|| ! $(PYTHON) -c 'import pytest, pytest_timeout, hypothesis' 2>/dev/null; then \
+		echo "make: installing what is missing (make deps)"; $(MAKE) deps; fi
+
+test: ensure-deps
 	$(PYTHON) -m pytest -q
 
 lint:
@@ -48,8 +57,9 @@ lint:
 
 # The simulated remote in the background, the daemon in the foreground; the
 # remote goes when the daemon does (normal exit, Ctrl-C or a kill).
-run:
+run: ensure-deps
 	mkdir -p $(BOARD) $(RUNDIR)
+	@echo "sockets: $(RUNDIR)/main/ept/  (another shell: export RPROCD_RUNTIME_DIR=$(abspath $(RUNDIR)); rprocctl endpoints)"
 	rprocctl sim --board $(BOARD) & sim=$$!; \
 	trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
 	rprocd --board $(BOARD) --runtime-dir $(RUNDIR)

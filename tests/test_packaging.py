@@ -88,6 +88,7 @@ def test_dependencies_come_from_debian_and_leave_mqtt_optional(deb: Path) -> Non
     depends = run("dpkg-deb", "-f", deb, "Depends").stdout
     for pkg in ("python3-pyudev", "python3-periphery", "python3-pyelftools"):
         assert pkg in depends
+    assert "procps" in depends  # /bin/kill for ExecReload: not in a minimal Debian (debootstrap --variant=minbase)
     assert "aiomqtt" not in depends and "paho" not in depends
     assert "python3-systemd" in run("dpkg-deb", "-f", deb, "Recommends").stdout
 
