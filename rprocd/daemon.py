@@ -270,6 +270,9 @@ class RemoteHost:
             self._wake.set()
         elif not s.alive():
             self._session_lost("the remote's status lost DRIVER_OK (it restarted or reset)")
+        elif not s.table_intact():
+            self.stats.table_errors += 1
+            self._session_lost("the remote rewrote its resource table under a live session")
         else:
             self.service()
 

@@ -135,7 +135,19 @@ class Session:
         self.bus.start()
         self.bus.flush()  # publish the receive buffers before DRIVER_OK
         self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK)
+        self._remember_table()
         return [self.notifyids[0]]
+
+    def _remember_table(self) -> None:
+        """Keep the table as attached, to notice a remote that rewrites it under us."""
+        self._table = bytearray(self.mem.read(self.layout.table_pa, self.view.table.size))
+        self._status_off = self.view.vdev.status_offset
+
+    def table_intact(self) -> bool:
+        """The table still says what it said when we attached (the status byte aside)."""
+        now = bytearray(self.mem.read(self.layout.table_pa, len(self._table)))
+        now[self._status_off] = self._table[self._status_off]
+        return now == self._table
 
     def resume(self) -> list[int] | str:
         """Take over the live session an earlier host left (it died; the remote kept running).
@@ -160,6 +172,7 @@ class Session:
         self.bus.rx.want_interrupts(True)
         self.bus.tx.want_interrupts(False)
         self.bus.flush()
+        self._remember_table()
         log.info(
             "resumed the live session: %d channels, %d receive buffers handed back, %d transmit buffers reclaimed",
             len(saved),
@@ -170,12 +183,9 @@ class Session:
 
     def alive(self) -> bool:
         """The remote still runs this session: table version 1 and DRIVER_OK still set."""
-        try:
-            if self.mem.read_u32(self.layout.table_pa) != 1:
-                return False
-            return bool(self.mem.read_u8(self.status_pa) & rt.VIRTIO_CONFIG_S_DRIVER_OK)
-        except Exception:
+        if self.mem.read_u32(self.layout.table_pa) != 1:
             return False
+        return bool(self.mem.read_u8(self.status_pa) & rt.VIRTIO_CONFIG_S_DRIVER_OK)
 
     def detach(self) -> list[int]:
         """Clean exit: status 0 so the remote ends its session; returns the doorbell words."""
