@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -24,9 +25,10 @@ class RemoteSpec:
 
     name: str
     layout: Layout
-    open_platform: Callable[[], Platform]
+    open_platform: Callable[[], Platform | Awaitable[Platform]]
     policy_for: Callable[[str], EndpointPolicy] = field(default=lambda name: EndpointPolicy())
     reset_wait: float = 0.05
+    socket_gid: int | None = None
 
 
 class Extension(Protocol):
@@ -52,8 +54,12 @@ async def serve(
     socket_mode: int = 0o660,
     extensions: list[ExtensionFactory] = (),  # type: ignore[assignment]
     stop_event: asyncio.Event | None = None,
+    reload: Callable[[list[RemoteHost]], None] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT (or ``stop_event``); returns the exit status."""
+    """Run until SIGTERM/SIGINT (or ``stop_event``); returns the exit status.
+
+    ``reload`` is called on SIGHUP (on the loop) to re-read the configuration.
+    """
     loop = asyncio.get_running_loop()
     runtime_dir.mkdir(parents=True, exist_ok=True)
     hosts: list[RemoteHost] = []
@@ -61,7 +67,8 @@ async def serve(
     started: list[Extension] = []
     try:
         for spec in remotes:
-            platform = spec.open_platform()
+            opened = spec.open_platform()
+            platform = await opened if inspect.isawaitable(opened) else opened
             platforms.append(platform)
             hosts.append(
                 RemoteHost(
@@ -72,6 +79,7 @@ async def serve(
                     policy_for=spec.policy_for,
                     reset_wait=spec.reset_wait,
                     socket_mode=socket_mode,
+                    socket_gid=spec.socket_gid,
                 )
             )
 
@@ -82,6 +90,8 @@ async def serve(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop, sig.name)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload, hosts)
         if stop_event is not None:
             waiter = asyncio.ensure_future(stop_event.wait())
             waiter.add_done_callback(lambda _f: stop("stop requested"))
@@ -97,7 +107,7 @@ async def serve(
                 await ext.stop()
             except Exception:
                 log.exception("stopping %s", type(ext).__name__)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         for p in platforms:
             p.close()
