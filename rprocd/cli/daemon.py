@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import grp
 import logging
 import sys
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rprocd",
         description="RPMsg host in user space: attach to a self-booted remote core and export its endpoints.",
-        epilog="example: rprocd --board /tmp/board --runtime-dir /tmp/rprocd   (with 'rprocctl sim --board /tmp/board')",
+        epilog="example: rprocd --board /tmp/board --runtime-dir /tmp/rprocd  (beside: rprocctl sim --board /tmp/board)",
     )
     p.add_argument("-c", "--config", metavar="FILE", help="config file (default: the built-in tcc807x layout on UIO)")
     p.add_argument("--board", metavar="DIR", help="use the virtual board in DIR instead of UIO hardware")
@@ -94,8 +95,8 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
         RemoteSpec(
             name,
             rc.layout,
-            lambda rc=rc: open_platform(rc, board_dir=board),
-            policy_for=lambda ept, name=name: rt.policy_for(name, ept),
+            functools.partial(open_platform, rc, board_dir=board),
+            policy_for=functools.partial(rt.policy_for, name),
             reset_wait=rc.reset_wait_ms / 1000,
             socket_gid=gid,
         )
