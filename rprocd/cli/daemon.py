@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rprocd",
         description="RPMsg host in user space: attach to a self-booted remote core and export its endpoints.",
-        epilog="example: rprocd --board /tmp/board --runtime-dir /tmp/rprocd  (beside: rprocctl sim --board /tmp/board)",
+        epilog="example: rprocd --board /tmp/board --runtime-dir /tmp/rprocd  (with: rprocctl sim --board /tmp/board)",
     )
     p.add_argument("-c", "--config", metavar="FILE", help="config file (default: the built-in tcc807x layout on UIO)")
     p.add_argument("--board", metavar="DIR", help="use the virtual board in DIR instead of UIO hardware")
