@@ -128,6 +128,10 @@ class MailboxDoorbell:
 
     def start(self, loop: asyncio.AbstractEventLoop, on_ring: Callable[[], None]) -> None:
         self._loop, self._on_ring = loop, on_ring
+        if native.NATIVE:
+            log.debug("doorbell barrier: %s", native.KIND)
+        else:
+            log.warning("doorbell barrier: %s (see docs/hardware.md, 'Ordering the doorbell')", native.KIND)
         self.driver.start()
         if self.irq is not None:
             loop.add_reader(self.irq.fileno(), self._interrupt)
