@@ -419,3 +419,60 @@ def test_memory_registers_are_single_aligned_accesses() -> None:
         regs.read(2)  # unaligned
     with pytest.raises(ValueError):
         regs.write(12, 0)  # outside the block
+
+
+# -- lifecycle (opt-in start/stop of the remote) --------------------------------------------------
+
+
+class FakeGpio:
+    def __init__(self, chip: str, line: int, direction: str):
+        self.chip, self.line, self.direction = chip, line, direction
+        self.level = direction == "high"
+        self.writes: list[bool] = []
+        self.closed = False
+
+    def write(self, value: bool) -> None:
+        self.level = value
+        self.writes.append(value)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_gpio_lifecycle_never_resets_on_open_and_pulses_on_restart() -> None:
+    from rprocd.config import LifecycleConfig
+    from rprocd.lifecycle import GpioLifecycle
+
+    for active_low, run_level in ((False, False), (True, True)):
+        cfg = LifecycleConfig(enabled=True, chip="/dev/gpiochip3", line=17, active_low=active_low, pulse_ms=1)
+        lc = GpioLifecycle(cfg, gpio_factory=FakeGpio)
+        g = lc.gpio
+        assert isinstance(g, FakeGpio) and g.level == run_level and not g.writes  # opened at "run"
+        lc.stop()
+        assert g.level == (not run_level)
+        asyncio.run(lc.restart())
+        assert g.writes == [not run_level, not run_level, run_level]
+        lc.close()
+        assert g.closed
+
+
+def test_register_lifecycle_programs() -> None:
+    from rprocd.config import LifecycleConfig
+    from rprocd.lifecycle import RegisterLifecycle
+
+    buf = bytearray(0x20)
+    regs = MemoryRegisters(memoryview(buf))
+    cfg = LifecycleConfig(
+        enabled=True,
+        method="registers",
+        pa=0x1B930000,
+        pulse_ms=1,
+        start=(RegStep("clear", 0x10, value=0x1),),
+        stop=(RegStep("set", 0x10, value=0x1),),
+    )
+    lc = RegisterLifecycle(cfg, regs)
+    regs.write(0x10, 0xF0)
+    lc.stop()
+    assert regs.read(0x10) == 0xF1
+    asyncio.run(lc.restart())
+    assert regs.read(0x10) == 0xF0

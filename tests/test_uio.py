@@ -272,3 +272,32 @@ def test_factory_uio_memory_with_board_doorbell(fake: FakeUio, tmp_path: Path) -
             platform.close()
 
     asyncio.run(main())
+
+
+def test_devmem_backend_through_periphery(tmp_path: Path) -> None:
+    """backend = "devmem": python-periphery's MMIO maps the window (a sparse file stands in for /dev/mem)."""
+    devmem = tmp_path / "mem"
+    with open(devmem, "wb") as f:
+        f.truncate(0x200CE000 + 0x1000)  # sparse: physical address == file offset, as /dev/mem
+    board = tmp_path / "board"
+    cfg_path = tmp_path / "rprocd.toml"
+    cfg_path.write_text(
+        _config(tmp_path, FakeUio(tmp_path / "uio"), f'driver = "sim"\nboard = "{board}"')
+        .read_text()
+        .replace('backend = "uio"', f'backend = "devmem"\ndevmem = {{ path = "{devmem}" }}')
+    )
+    cfg = load_config(str(cfg_path))
+
+    async def main() -> None:
+        platform = await open_platform(cfg.remotes["main"])
+        try:
+            assert platform.memory.device and f"{devmem} rpmsg_shm" in platform.description
+            platform.memory.write(0x200CA002, b"through MMIO")
+            platform.memory.write_u16(0x200C8002, 7)
+        finally:
+            platform.close()
+
+    asyncio.run(main())
+    raw = devmem.read_bytes()
+    assert raw[0x200CA002 : 0x200CA002 + 12] == b"through MMIO"
+    assert raw[0x200C8002:0x200C8004] == struct.pack("=H", 7)
