@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import select
@@ -12,12 +13,15 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from rprocd.client import Endpoint
+from rprocd.exports.pty import PtyExport
+from rprocd.exports.stream import StreamExport
+from rprocd.rpmsg import Channel
 
 from .launch_daemon import Rig, control_request, wait_for
 
@@ -159,3 +163,113 @@ def test_exports_follow_a_remote_restart(tmp_path: Path) -> None:
             assert reply == struct.pack(">H", 5) + b"again"
         trace = control_request(r.runtime, "trace", remote="main")["result"]["text"]
         assert trace.count("*** Booting") == 1  # the new boot log, not the old one appended
+
+
+# -- backpressure, deterministically, with a stand-in host ------------------------------------
+
+
+class FakeHost:
+    """The part of RemoteHost the exports use, with a transmit pool the test controls."""
+
+    def __init__(self, free: int):
+        self.name = "main"
+        self.loop = asyncio.get_running_loop()
+        self.observers: list[object] = []
+        self.channels: list[Channel] = []
+        self.max_payload = 496
+        self.session: object | None = object()
+        self.free = free
+        self.sent: list[bytes] = []
+        self.waiters: list[Callable[[], None]] = []
+
+    def tx_available(self) -> bool:
+        return self.free > 0
+
+    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
+        if not self.free:
+            return False
+        self.free -= 1
+        self.sent.append(bytes(payload))
+        return True
+
+    def request_flush(self) -> None:
+        pass
+
+    def wait_for_tx(self, callback: Callable[[], None] | None = None) -> None:
+        assert callback is not None
+        self.waiters.append(callback)
+
+    def give(self, n: int) -> None:
+        """The remote frees ``n`` buffers: wake the waiters, as RemoteHost.service does."""
+        self.free += n
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            w()
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.005)
+
+
+def test_stream_backpressure_keeps_every_frame(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = FakeHost(free=2)
+        ex = StreamExport(host, tmp_path, lambda name: True, queue=4)  # type: ignore[arg-type]
+        ch = Channel(name="ept", remote=0x400, local=0x401)
+        ex.on_channel(host, ch, True)  # type: ignore[arg-type]
+        frames = [f"frame {i}".encode() for i in range(6)]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(tmp_path / "main" / "stream" / "ept"))
+            s.sendall(b"".join(struct.pack(">H", len(f)) + f for f in frames))
+            s.shutdown(socket.SHUT_WR)  # hung up with frames still held back: they must still go
+            await until("the pool to run dry", lambda: len(host.sent) == 2 and bool(host.waiters))
+            assert ex.stats()["paused"] is True
+            host.give(1)
+            await until("one more frame", lambda: len(host.sent) == 3)
+            host.give(10)
+            await until("every frame", lambda: len(host.sent) == 6)
+            assert host.sent == frames
+
+            # remote -> a client that never reads: bounded queue, drops counted, never blocking
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as slow:
+                slow.connect(str(tmp_path / "main" / "stream" / "ept"))
+                await until("the slow client", lambda: ex.describe(ch)["clients"] >= 1)  # type: ignore[index]
+                for _ in range(2000):
+                    ex.on_rx(host, ch, b"x" * 496)  # type: ignore[arg-type]
+                d = ex.describe(ch)
+                assert d is not None and d["rx_dropped"] > 0
+                assert d["rx_msgs"] + d["rx_dropped"] >= 2000
+        ex.on_channel(host, ch, False)  # type: ignore[arg-type]
+        assert not (tmp_path / "main" / "stream" / "ept").exists()
+        ex.close()
+
+    asyncio.run(main())
+
+
+def test_pty_backpressure_keeps_every_byte(tmp_path: Path) -> None:
+    async def main() -> None:
+        host = FakeHost(free=0)
+        ex = PtyExport(host, tmp_path, lambda name: name == "ept")  # type: ignore[arg-type]
+        ch = Channel(name="ept", remote=0x400, local=0x401)
+        ex.on_channel(host, ch, True)  # type: ignore[arg-type]
+        ex.on_channel(host, Channel(name="other", remote=0x402, local=0x403), True)  # type: ignore[arg-type]
+        assert not (tmp_path / "main" / "tty" / "other").exists()
+        fd = os.open(tmp_path / "main" / "tty" / "ept", os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"held until a buffer is free")
+            await until("the export to wait for a buffer", lambda: bool(host.waiters))
+            assert host.sent == []
+            host.give(8)
+            await until("the bytes to go out", lambda: b"".join(host.sent) == b"held until a buffer is free")
+            ex.on_rx(host, ch, b"from the remote")  # type: ignore[arg-type]
+            assert read_exactly(fd, 15) == b"from the remote"
+        finally:
+            os.close(fd)
+        ex.close()
+        assert not (tmp_path / "main" / "tty" / "ept").exists()
+
+    asyncio.run(main())
