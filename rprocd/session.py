@@ -66,9 +66,11 @@ def read_table(mem: MemoryMap, layout: Layout) -> TableView:
         if vr.num != vdev.vrings[0].num:
             raise AttachError("vring0 and vring1 differ in size")
         try:
-            _, _, size = vring_offsets(0, vr.num, vr.align)
+            _, used, size = vring_offsets(0, vr.num, vr.align)
         except ValueError as e:
             raise AttachError(f"vring{i}: {e}") from None
+        if used % 4:
+            raise AttachError(f"vring{i}: align {vr.align} leaves the used ring at +{used:#x}, not 4-byte aligned")
         if vr.da == rt.FW_RSC_ADDR_ANY:
             pa = region.pa
             anys.append(True)
