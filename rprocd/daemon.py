@@ -298,12 +298,13 @@ class RemoteHost:
                 for w in waiters:
                     w()
             bus.process_rx()
-            self._flush()
+            self.flush()
         except (VringError, MemoryAccessError) as e:
             self.stats.ring_errors += 1
             self._session_lost(f"ring error: {e}")
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Publish what was queued for the remote and ring it if it wants to hear."""
         self._flush_pending = False
         s = self.session
         if s is None:
@@ -347,7 +348,7 @@ class RemoteHost:
     def request_flush(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
     def wait_for_tx(self, callback: Callable[[], None] | None = None) -> None:
         """No transmit buffer is free: get woken (``callback``, and the sockets resume) when one is."""
@@ -356,7 +357,7 @@ class RemoteHost:
             return
         if callback is not None:
             self._tx_waiters.append(callback)
-        self._flush()  # the remote must see what we queued, or it will never free anything
+        self.flush()  # the remote must see what we queued, or it will never free anything
         s.bus.want_tx_space(True)
         self.request_service()  # the remote may have freed buffers before it saw the flag
 

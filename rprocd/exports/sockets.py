@@ -51,6 +51,8 @@ class Transport(Protocol):
 
     def request_flush(self) -> None: ...
 
+    def flush(self) -> None: ...
+
     def wait_for_tx(self) -> None: ...
 
     def rx_unblocked(self) -> None: ...
@@ -261,7 +263,7 @@ class SocketExport:
             ex.stats.tx_records += 1
             sent = True
         if sent:
-            t.request_flush()
+            t.flush()  # now, not on the next loop turn: latency; the remote's NO_NOTIFY batches kicks
 
     def _hung_up(self, c: _Client) -> bool:
         """After a 0-byte read: EOF, or an empty record?  Only a hung-up peer gives EOF."""
