@@ -95,7 +95,11 @@ class Board:
             return set()
 
     def wait_endpoints(self, names: tuple[str, ...] = ENDPOINTS, timeout: float = 20.0) -> None:
-        wait_for(lambda: set(names) <= self.endpoints(), timeout, f"endpoints {names}")
+        try:
+            wait_for(lambda: set(names) <= self.endpoints(), timeout, f"endpoints {names}")
+        except AssertionError as e:
+            logs = "\n".join(f"--- {n}\n{self.procs.log(n)[-3000:]}" for n in ("sim.log", "rprocd.log"))
+            raise AssertionError(f"{e}; present: {sorted(self.endpoints())}\n{logs}") from None
 
     def connect(self, name: str) -> socket.socket:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
