@@ -14,6 +14,7 @@ import functools
 import grp
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime-dir", metavar="DIR", help="where sockets go (default /run/rprocd)")
     p.add_argument("--check", action="store_true", help="validate the config, print the memory map and exit")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override the config's level")
+    p.add_argument(
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="auto: uvloop when installed (rprocd[fast]), else asyncio's own",
+    )
     p.add_argument("--version", action="version", version=f"rprocd {__version__}")
     return p
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for or available; None means asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("rprocd: --event-loop uvloop, but uvloop is not installed (rprocd[fast])") from None
+        return None
+    return uvloop.new_event_loop
 
 
 class Runtime:
@@ -149,8 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.daemon.log_level)
     rt = Runtime(args.config, overrides, config)
     specs, extensions, runtime, mode = build(rt, args.board)
+    factory = loop_factory(args.event_loop)
+    log.debug("event loop: %s", "uvloop" if factory else "asyncio")
     try:
-        return asyncio.run(serve(specs, runtime, socket_mode=mode, extensions=extensions, reload=rt.reload))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(serve(specs, runtime, socket_mode=mode, extensions=extensions, reload=rt.reload))
     except KeyboardInterrupt:
         return 130
     except OSError as e:  # a backend that cannot open (no UIO device, no permission): one clear line
