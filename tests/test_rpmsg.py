@@ -1,0 +1,171 @@
+"""The rpmsg bus on a plain bytearray, with the simulated remote's device-side rings as the peer."""
+
+from __future__ import annotations
+
+import pytest
+
+from rprocd import rsc_table as rt
+from rprocd.layout import TCC807X
+from rprocd.memory import MemoryMap
+from rprocd.rpmsg import HDR, NS_MSG, RPMSG_NS_ADDR, Channel, RpmsgError
+from rprocd.session import Session, read_table
+from rprocd.sim.device_vring import DeviceVring
+
+L = TCC807X
+
+
+class Events:
+    def __init__(self) -> None:
+        self.added: list[Channel] = []
+        self.removed: list[Channel] = []
+        self.got: list[tuple[str, int, bytes]] = []
+        self.accept = True
+
+    def channel_added(self, ch: Channel) -> None:
+        self.added.append(ch)
+
+    def channel_removed(self, ch: Channel) -> None:
+        self.removed.append(ch)
+
+    def can_deliver(self, ch: Channel) -> bool:
+        return self.accept
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
+        self.got.append((ch.name, src, payload))
+
+
+class Remote:
+    """Just enough of a remote to drive the host's bus: device-side rings over the same memory."""
+
+    def __init__(self, mem: bytearray):
+        self.mem = mem
+        view = memoryview(mem)
+        self.tx = DeviceVring(view, L.window.pa, 0x200C8000, 8, 16, 0)  # remote sends on vring0
+        self.rx = DeviceVring(view, L.window.pa, 0x200C9000, 8, 16, 1)
+
+    def send(self, src: int, dst: int, payload: bytes) -> None:
+        assert self.tx.avail_pending(), "the host posted no buffer"
+        d, addr, ln, _fl = self.tx.peek()
+        self.tx.advance()
+        off = addr - L.window.pa
+        msg = HDR.pack(src, dst, 0, len(payload), 0) + payload
+        self.mem[off : off + len(msg)] = msg
+        self.tx.put_used(d, len(msg))
+
+    def receive(self) -> list[tuple[int, int, bytes]]:
+        out = []
+        while self.rx.avail_pending():
+            d, addr, ln, _fl = self.rx.peek()
+            self.rx.advance()
+            off = addr - L.window.pa
+            src, dst, _r, n, _f = HDR.unpack_from(self.mem, off)
+            out.append((src, dst, bytes(self.mem[off + 16 : off + 16 + n])))
+            self.rx.put_used(d, ln)
+        return out
+
+    def announce(self, name: bytes, addr: int, flags: int = 0) -> None:
+        self.send(addr, RPMSG_NS_ADDR, NS_MSG.pack(name, addr, flags))
+
+
+@pytest.fixture
+def rig() -> tuple[Session, Remote, Events]:
+    mem = bytearray(L.window.size)
+    t = rt.build([rt.Vdev(7, 0, 1, 0, 0, (rt.VdevVring(0x200C8000, 16, 8, 0), rt.VdevVring(0x200C9000, 16, 8, 1)))])
+    off = L.table_pa - L.window.pa
+    mem[off : off + len(t)] = t
+    ev = Events()
+    m = MemoryMap([(L.window.pa, mem)])
+    s = Session(m, L, read_table(m, L), ev)
+    assert s.attach() == [0]
+    return s, Remote(mem), ev
+
+
+def test_handshake_order_and_features(rig) -> None:
+    s, remote, _ = rig
+    raw = s.mem.read(L.table_pa, 128)
+    (vdev,) = rt.parse(raw).vdevs
+    assert vdev.status == 7 and vdev.gfeatures == 1
+    assert remote.tx.avail_pending() == 8  # every receive buffer posted
+    assert remote.rx.avail_pending() == 0
+
+
+def test_name_service_create_message_destroy(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"rpmsg-tty", 1024)
+    remote.announce(b"rpmsg-x", 1025)
+    bus.process_rx()
+    assert [(c.name, c.remote, c.local) for c in ev.added] == [("rpmsg-tty", 1024, 1024), ("rpmsg-x", 1025, 1025)]
+    tty = ev.added[0]
+    assert bus.send_to(tty, b"hello")
+    assert bus.flush() == [0, 1]  # receive buffers re-posted, one message queued: both rings want a kick
+    assert remote.receive() == [(1024, 1024, b"hello")]
+    remote.send(1024, tty.local, b"world")
+    bus.process_rx()
+    assert ev.got == [("rpmsg-tty", 1024, b"world")]
+    remote.announce(b"rpmsg-x", 1025, 1)  # destroy
+    bus.process_rx()
+    assert [c.name for c in ev.removed] == ["rpmsg-x"]
+    assert bus.stats.ns_created == 2 and bus.stats.ns_destroyed == 1
+
+
+def test_unknown_address_and_bad_messages_are_counted(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.send(1024, 4000, b"nobody")
+    remote.send(1024, RPMSG_NS_ADDR, b"short")  # not a 40-byte ns message
+    remote.announce(b"x" * 32, 1030)  # no NUL
+    remote.announce(b"ok", 0xFFFFFFFF)  # RPMSG_ADDR_ANY is no address
+    bus.process_rx()
+    assert bus.stats.rx_unknown_dst == 1
+    assert bus.stats.ns_bad == 3
+    assert ev.added == [] and ev.got == []
+    assert remote.tx.avail_pending() == 4 and bus.flush() == [0]  # the four buffers go back...
+    assert remote.tx.avail_pending() == 8  # ...once published
+
+
+def test_refused_delivery_stays_in_the_ring(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"a", 1024)
+    bus.process_rx()
+    ch = ev.added[0]
+    ev.accept = False
+    remote.send(1024, ch.local, b"1")
+    remote.send(1024, ch.local, b"2")
+    assert bus.process_rx() == 0
+    assert ev.got == []
+    ev.accept = True
+    assert bus.process_rx() == 2
+    assert [p for _, _, p in ev.got] == [b"1", b"2"]
+
+
+def test_transmit_pool_runs_dry_then_refills(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"sink", 1024)
+    bus.process_rx()
+    ch = ev.added[0]
+    for i in range(8):
+        assert bus.send_to(ch, bytes([i]))
+    assert not bus.send_to(ch, b"more")  # all 8 with the remote
+    bus.flush()
+    assert [p for _, _, p in remote.receive()] == [bytes([i]) for i in range(8)]
+    assert bus.reclaim_tx() == 8 and bus.tx_free() == 8
+    with pytest.raises(RpmsgError, match="exceeds 496"):
+        bus.send_to(ch, b"z" * 497)
+
+
+def test_host_endpoint_learns_its_peer(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    ch = bus.create_endpoint("host-ept", announce=True)
+    bus.flush()
+    assert remote.receive() == [(ch.local, RPMSG_NS_ADDR, NS_MSG.pack(b"host-ept", ch.local, 0))]
+    with pytest.raises(RpmsgError, match="does not know its remote address"):
+        bus.send_to(ch, b"x")
+    remote.send(2000, ch.local, b"hi")
+    bus.process_rx()
+    assert ch.remote == 2000 and bus.send_to(ch, b"back")
+    with pytest.raises(RpmsgError, match="exists already"):
+        bus.create_endpoint("host-ept")
