@@ -4,6 +4,7 @@
 #   make run    the simulated remote and the daemon on a virtual board in ./.run (same)
 #   make lint   ruff + mypy
 #   make deb    the Debian package, into dist/
+#   make deb-install-check   install it on a minimal Debian 12 (debootstrap) and run debian/tests/smoke
 #   make bench  the benchmarks (python3 -m bench), when present
 
 PYTHON ?= python3
@@ -26,9 +27,9 @@ APT_PACKAGES = \
 	build-essential debhelper dh-python pybuild-plugin-pyproject \
 	python3-all python3-setuptools python3-pip python3-venv \
 	python3-pyudev python3-periphery python3-pyelftools python3-systemd \
-	lintian systemd man-db groff-base apt-utils
+	lintian systemd man-db groff-base apt-utils debootstrap
 
-.PHONY: all deps ensure-deps test run lint deb bench clean
+.PHONY: all deps ensure-deps test run lint deb deb-install-check bench clean
 
 all: test
 
@@ -78,9 +79,20 @@ deb:
 	cp $(DEBBUILD)/*.deb $(DIST)/
 	@ls -1 $(DIST)/*.deb
 
+# The package on a plain, minimal Debian 12 (only Debian's archive needed; root;
+# a few minutes): apt resolves its dependencies, the maintainer scripts run,
+# and the autopkgtest smoke test passes in the chroot.
+CHROOT ?= build/chroot
+deb-install-check: deb
+	rm -rf $(CHROOT)
+	debootstrap --variant=minbase bookworm $(CHROOT)
+	cp $(DIST)/rprocd_*.deb debian/tests/smoke $(CHROOT)/tmp/
+	chroot $(CHROOT) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/rprocd_*.deb && AUTOPKGTEST_TMP=$$(mktemp -d) sh /tmp/smoke'
+	rm -rf $(CHROOT)
+
 bench:
 	@if [ -d bench ] && [ -f bench/__main__.py ]; then $(PYTHON) -m bench; \
 	else echo "no benchmarks yet (bench/__main__.py)"; fi
 
 clean:
-	rm -rf $(DEBBUILD) $(RUNDIR_BASE)
+	rm -rf $(DEBBUILD) $(CHROOT) $(RUNDIR_BASE)
