@@ -45,6 +45,11 @@ NAME_SIZE = 32
 log = logging.getLogger("rprocd.rpmsg")
 
 
+def sparse(count: int) -> bool:
+    """Log the 1st, 2nd, 4th, 8th ... occurrence: a flood from the remote cannot flood the journal."""
+    return count & (count - 1) == 0
+
+
 class RpmsgError(Exception):
     """Something the caller asked for is impossible (bad size, unknown channel)."""
 
@@ -252,14 +257,20 @@ class RpmsgBus:
                     self._name_service(data, src)
                 else:
                     self.stats.rx_unknown_dst += 1
-                    log.info("dropped %d-byte message from %#x to unknown address %#x", mlen, src, dst)
+                    if sparse(self.stats.rx_unknown_dst):
+                        log.warning(
+                            "dropped %d-byte message from %#x to unknown address %#x (%d such so far)",
+                            mlen, src, dst, self.stats.rx_unknown_dst,
+                        )  # fmt: skip
         self.rx.record_used()
         self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
         return True
 
     def _bad(self, counter: str, why: str) -> None:
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        log.warning("remote sent a bad message: %s", why)
+        n = getattr(self.stats, counter) + 1
+        setattr(self.stats, counter, n)
+        if sparse(n):
+            log.warning("remote sent a bad message: %s (%s: %d so far)", why, counter, n)
 
     def _name_service(self, data: bytes, src: int) -> None:
         if len(data) != NS_MSG.size:
