@@ -17,8 +17,9 @@ Three ways out, picked by :func:`setup_logging`:
     Plain readable lines with a timestamp, for a terminal or a file.
 
 ``auto`` picks ``journal`` when the process runs under systemd (``$JOURNAL_STREAM``
-names our stderr, or ``$INVOCATION_ID`` is set) and systemd-python imports;
-``stderr`` when it runs under systemd without it; ``console`` otherwise.
+names our stderr, or ``$INVOCATION_ID`` is set), systemd-python imports and
+journald's socket is there; ``stderr`` when it runs under systemd without
+them; ``console`` otherwise.
 
 Policy for callers: at the default level (``info``) the daemon logs state
 changes (attach, detach, endpoints appearing, reloads, errors), never one line
@@ -57,6 +58,9 @@ LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
 }
 TARGETS = ("auto", "journal", "stderr", "console")
+# Where libsystemd sends native entries. When it is missing, sd_journal_send
+# drops them without an error, so "auto" checks for it before choosing the journal.
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # What the journal accepts as a field name (and what sd_journal_send checks):
 # upper-case letters, digits and '_', not starting with '_' (those are trusted
@@ -244,8 +248,12 @@ def setup_logging(
 
     send = _journal_send() if target in ("auto", "journal") else None
     if target == "auto":
-        under_systemd = _under_systemd(out)
-        target = "console" if not under_systemd else "journal" if send is not None else "stderr"
+        if not _under_systemd(out):
+            target = "console"
+        elif send is not None and os.path.exists(JOURNAL_SOCKET):
+            target = "journal"
+        else:
+            target = "stderr"
 
     handler: logging.Handler
     if target == "journal":

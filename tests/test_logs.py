@@ -175,7 +175,11 @@ def _as_stderr_of_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> io.
 
 def test_auto_under_systemd_prefers_the_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     install_fake_journal(monkeypatch, FakeJournal())
+    journald = tmp_path / "journal.socket"
+    monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(journald))
     with _as_stderr_of_a_unit(monkeypatch, tmp_path) as f:
+        assert setup_logging(stream=f) == "stderr"  # no journald listening: entries would vanish
+        journald.touch()
         assert setup_logging(stream=f) == "journal"
 
 
@@ -193,6 +197,7 @@ def test_auto_under_systemd_without_systemd_python_uses_prefixes(
 
 def test_auto_outside_systemd_is_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     install_fake_journal(monkeypatch, FakeJournal())
+    monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(tmp_path))  # exists
     with open(tmp_path / "other", "w") as f:
         monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # inherited, but names some other stream
         assert setup_logging(stream=f) == "console"
