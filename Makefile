@@ -53,7 +53,7 @@ test: ensure-deps
 
 lint:
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff format --check rprocd tests
 	$(PYTHON) -m mypy rprocd tests
 
 # The simulated remote in the background, the daemon in the foreground; the
@@ -71,6 +71,7 @@ run: ensure-deps
 deb:
 	rm -rf $(DEBBUILD)
 	mkdir -p $(DEBBUILD)/src $(DIST)
+	rm -f $(DIST)/rprocd*.deb
 	git ls-files -z --cached --others --exclude-standard \
 		| tar --null --files-from=- --ignore-failed-read -cf - | tar -xf - -C $(DEBBUILD)/src
 	cd $(DEBBUILD)/src && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$$HOME" LC_ALL=C.UTF-8 \
