@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import __version__
 from . import rsc_table as rt
 from .daemon import RemoteHost
+from .files import chgrp
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import read_table
 from .trace import TraceReader
@@ -258,8 +259,7 @@ class ControlServer:
             tmp.unlink(missing_ok=True)
             sock.bind(str(tmp))
             os.chmod(tmp, self.mode)
-            if self.gid is not None:
-                os.chown(tmp, -1, self.gid)
+            chgrp(tmp, self.gid)
             os.replace(tmp, self.path)  # appears only with its final mode
             sock.listen(16)
             sock.setblocking(False)

@@ -135,6 +135,7 @@ class RemoteHost:
 
     def stop(self) -> None:
         self._stopping = True
+        self._set_state("stopping", "stopping")
         self._wake.set()
         self._lost.set()
 

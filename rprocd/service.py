@@ -52,7 +52,10 @@ class ServiceNotifier:
     # -- Observer ---------------------------------------------------------------------
 
     def on_state(self, host: RemoteHost) -> None:
-        self._update()
+        if host.state == "stopping":
+            self.notifier.stopping("stopping")  # at once, from the signal: systemd stops expecting pings
+        else:
+            self._update()
 
     def on_channel(self, host: RemoteHost, ch: Channel, added: bool) -> None:
         self._update()

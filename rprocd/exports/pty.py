@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import RemoteHost
+from ..files import chgrp
 from ..names import safe_name
 from ..rpmsg import Channel
 
@@ -175,7 +176,8 @@ class PtyExport:
             os.set_inheritable(slave, False)
             path = os.ttyname(slave)
             with contextlib.suppress(OSError):  # the daemon's group may use it, as the sockets (0660)
-                os.fchown(slave, -1, os.getegid())
+                chgrp(slave, os.getegid())
+            with contextlib.suppress(OSError):
                 os.fchmod(slave, self.mode)
             tmp = link.with_name(f".{name}.tmp")
             tmp.unlink(missing_ok=True)

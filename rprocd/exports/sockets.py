@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..files import chgrp
 from ..names import safe_name
 from ..rpmsg import Channel
 
@@ -150,8 +151,7 @@ class SocketExport:
             path.unlink(missing_ok=True)
             sock.bind(str(path))
             os.chmod(path, self.mode)
-            if self.gid is not None:
-                os.chown(path, -1, self.gid)
+            chgrp(path, self.gid)
             sock.listen(64)
         except OSError as e:
             sock.close()
