@@ -37,7 +37,7 @@ deps:
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)
 	# Debian's own python3 refuses pip installs (PEP 668) unless told; pyenv's does not care.
-	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -e '.[test]'
+	PIP_BREAK_SYSTEM_PACKAGES=1 $(PYTHON) -m pip install -e '.[test,fast]'
 
 # `make deps` only when something it provides is missing: a quick look at
 # dpkg's database, the console scripts and the test modules.
