@@ -130,6 +130,8 @@ class Subscriber:
         self.msgs: list[Msg] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
+        self.answered = threading.Event()
+        self.connack: Any = None
         self.topics = topics
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"test-{os.getpid()}-{id(self)}")
         if "username" in tls_and_auth:
@@ -144,6 +146,8 @@ class Subscriber:
         self.port = port
 
     def _on_connect(self, c: Any, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self.connack = rc
+        self.answered.set()
         if not rc.is_failure:
             c.subscribe([(t, 1) for t in self.topics])
 
@@ -166,6 +170,20 @@ class Subscriber:
         if not self.subscribed.wait(timeout):
             raise AssertionError(f"subscription to {self.topics} not acknowledged within {timeout}s")
         return self
+
+    def refused(self, timeout: float = 10) -> str:
+        """Connect expecting the broker to say no; return its reason."""
+        self.c.connect("127.0.0.1", self.port, keepalive=30)
+        self.c.loop_start()
+        try:
+            if not self.answered.wait(timeout):
+                raise AssertionError(f"no CONNACK within {timeout}s")
+            if not self.connack.is_failure:
+                raise AssertionError("the broker accepted a connection it should have refused")
+            return str(self.connack)
+        finally:
+            self.c.disconnect()
+            self.c.loop_stop()
 
     def close(self) -> None:
         self.c.disconnect()
@@ -219,11 +237,12 @@ def make_certs(d: Path) -> dict[str, str]:
         if r.returncode:
             raise AssertionError(f"openssl {' '.join(args)} failed: {r.stderr}")
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rprocd test CA",
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")  # quick to make, unlike RSA
+    run("req", "-x509", *key, "-nodes", "-days", "2", "-subj", "/CN=rprocd test CA",
         "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     for name, ext in (("server", ["-extfile", "server.ext"]), ("client", [])):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+        run("req", *key, "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
             "-out", f"{name}.csr")  # fmt: skip
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-out", f"{name}.crt", *ext)  # fmt: skip

@@ -66,6 +66,7 @@ BATCH = 64  # publications in flight at once on one connection
 CONTROL_QUEUE = 1000  # state changes and error replies waiting for the broker
 TRACE_QUEUE = 1000  # trace lines waiting for the broker
 TX_QUEUE = 256  # MQTT writes waiting for a transmit buffer
+STABLE = 10.0  # seconds a connection must last before the reconnect backoff starts over
 QOS_DEFAULTS = {"state": 1, "rx": 0, "tx": 1, "stats": 0, "trace": 0}
 RX_ENCODINGS = ("raw", "hex", "base64", "json")
 
@@ -237,7 +238,6 @@ class _Link:
         self.announced_state: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.trace_task: asyncio.Task[None] | None = None
-        self._log_counts: dict[str, int] = {}
         self.started = time.monotonic()
         self.loop = asyncio.get_running_loop()
 
@@ -345,6 +345,7 @@ class _Link:
         """Connect, serve, reconnect with capped exponential backoff and jitter, until the bridge stops."""
         b = self.b
         failures = 0
+        since = 0.0
         where = f"{b.settings.host}:{b.settings.port}"
         while not b.stopping.is_set():
             reason = ""
@@ -353,7 +354,7 @@ class _Link:
                 client = b.new_client(mod, self)
                 async with client:
                     session = True
-                    failures = 0
+                    since = time.monotonic()
                     self.c.connects += 1
                     log.info("%s: MQTT connected to %s as %s", self.host.name, where, self.client_id)
                     await self._session(client)
@@ -368,6 +369,8 @@ class _Link:
             if b.stopping.is_set():
                 break
             if session:
+                if time.monotonic() - since >= STABLE:
+                    failures = 0  # a connection that flaps keeps backing off
                 self.c.connections_lost += 1
                 log.warning("%s: MQTT connection to %s lost: %s", self.host.name, where, reason)
             else:
