@@ -15,6 +15,7 @@ from .backends import Platform
 from .daemon import RemoteHost
 from .exports.sockets import EndpointPolicy
 from .layout import Layout
+from .lifecycle import Lifecycle
 
 log = logging.getLogger("rprocd")
 
@@ -29,6 +30,7 @@ class RemoteSpec:
     policy_for: Callable[[str], EndpointPolicy] = field(default=lambda name: EndpointPolicy())
     reset_wait: float = 0.05
     socket_gid: int | None = None
+    open_lifecycle: Callable[[], Awaitable[Lifecycle | None]] | None = None
 
 
 class Extension(Protocol):
@@ -82,6 +84,11 @@ async def serve(
                     socket_gid=spec.socket_gid,
                 )
             )
+            if spec.open_lifecycle is not None:
+                lc = await spec.open_lifecycle()
+                if lc is not None:
+                    hosts[-1].lifecycle = lc
+                    platform.closers.append(lc.close)
 
         def stop(why: str) -> None:
             log.info("%s: stopping", why)

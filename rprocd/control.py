@@ -247,6 +247,7 @@ class ControlServer:
             "trace": self._trace,
             "create-endpoint": self._create,
             "destroy-endpoint": self._destroy,
+            "lifecycle": self._lifecycle,
         }
 
     # -- lifecycle -----------------------------------------------------------------
@@ -459,6 +460,20 @@ class ControlServer:
             raise ControlError("no-such-endpoint", str(e)) from None
         log.info("control: %s destroyed endpoint %r on %s", conn.peer, name, host.name)
         return {"remote": host.name, "name": name, "destroyed": True}
+
+    async def _lifecycle(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
+        host = self._one(req)
+        action = req.get("action")
+        if action not in ("start", "stop", "restart"):
+            raise ControlError("bad-request", '"action" must be "start", "stop" or "restart"')
+        log.info("control: %s asks to %s %s", conn.peer, action, host.name)
+        try:
+            await host.power(action)
+        except RuntimeError as e:
+            raise ControlError("no-lifecycle", str(e)) from None
+        except OSError as e:
+            raise ControlError("failed", f"{action} failed: {e}") from None
+        return {"remote": host.name, "action": action, "state": host.state}
 
 
 def factory(path: Path, *, mode: int = 0o660, gid: int | None = None) -> Callable[[list[RemoteHost]], ControlServer]:

@@ -26,6 +26,7 @@ from . import rsc_table as rt
 from .backends import Platform
 from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
+from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import AttachError, Session, TableView, read_table
@@ -34,6 +35,7 @@ from .vring import VringError
 log = logging.getLogger("rprocd")
 
 CHECK_INTERVAL = 0.25
+OFFLINE = "remote stopped on request ('rprocctl start' boots it)"
 
 
 class Observer(Protocol):
@@ -99,6 +101,8 @@ class RemoteHost:
         self._may_resume = True  # only a fresh process resumes; our own broken session is reset
         self.resume_grace = resume_grace
         self._grace_until = 0.0
+        self.lifecycle: Lifecycle | None = None  # [remote.NAME.lifecycle], opt-in
+        self._powered_off = False
         self.started = time.monotonic()
 
     # -- public ------------------------------------------------------------------
@@ -159,6 +163,12 @@ class RemoteHost:
     async def _wait_for_table(self) -> TableView | None:
         self._set_state("waiting", "waiting for the remote's resource table")
         while not self._stopping:
+            if self._powered_off:
+                self._set_state("offline", OFFLINE)
+                await self._sleep(CHECK_INTERVAL)
+                continue
+            if self.state == "offline":
+                self._set_state("waiting", "waiting for the remote's resource table")
             try:
                 view = read_table(self.mem, self.layout)
             except rt.TableNotReady:
@@ -369,6 +379,37 @@ class RemoteHost:
 
     def rx_unblocked(self) -> None:
         self.request_service()
+
+    # -- the remote's power (opt-in lifecycle) ---------------------------------------------
+
+    async def power(self, action: str) -> None:
+        """``start``, ``stop`` or ``restart`` the remote core, as remoteproc's ``state`` file does.
+
+        Stopping ends the session first (status 0, endpoints removed) and keeps
+        rprocd from attaching to the halted core's stale table until ``start``.
+        """
+        lc = self.lifecycle
+        if lc is None:
+            raise RuntimeError(f"no lifecycle configured for {self.name} ([remote.{self.name}.lifecycle])")
+        if action not in ("start", "stop", "restart"):
+            raise ValueError(f"unknown action {action!r}: start, stop or restart")
+        if action in ("stop", "restart"):
+            self._powered_off = True
+            s = self.session
+            if s is not None:
+                for word in s.detach():
+                    self.platform.doorbell.ring(word)
+                self._session_lost(f"remote {action} requested")
+        if action == "stop":
+            lc.stop()
+            self._set_state("offline", OFFLINE)
+            return
+        if action == "start":
+            lc.start()
+        else:
+            await lc.restart()
+        self._powered_off = False
+        self._wake.set()
 
     # -- host-side endpoints (control socket) ------------------------------------------
 

@@ -194,6 +194,16 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_power(args: argparse.Namespace) -> int:
+    with control(args) as c:
+        result = c.request("lifecycle", remote=args.remote, action=args.command)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.remote}: {args.command} done ({result['state']})")
+    return 0
+
+
 # -- registration ----------------------------------------------------------------------
 
 
@@ -234,3 +244,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "destroy-endpoint", "destroy a host-side endpoint", "rprocctl destroy-endpoint my-ept")
     p.add_argument("name")
     p.set_defaults(func=cmd_destroy)
+
+    for action, what in (
+        ("start", "boot the remote core (needs [remote.NAME.lifecycle])"),
+        ("stop", "end the session and hold the remote core in reset"),
+        ("restart", "end the session, reset the remote core and boot it again"),
+    ):
+        p = _parser(sub, action, what, f"rprocctl --remote main {action}")
+        p.set_defaults(func=cmd_power)

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import __version__
 from ..app import ExtensionFactory, RemoteSpec, serve
-from ..backends.factory import open_platform
+from ..backends.factory import open_lifecycle, open_platform
 from ..config import Config, ConfigError, RemoteConfig, check_main, load_config
 from ..daemon import RemoteHost
 from ..exports.sockets import EndpointPolicy
@@ -119,6 +119,7 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
             policy_for=functools.partial(rt.policy_for, name),
             reset_wait=rc.reset_wait_ms / 1000,
             socket_gid=gid,
+            open_lifecycle=functools.partial(open_lifecycle, rc),
         )
         for name, rc in cfg.remotes.items()
     ]
