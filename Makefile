@@ -91,9 +91,10 @@ deb-install-check: deb
 	chroot $(CHROOT) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q /tmp/rprocd_*.deb && AUTOPKGTEST_TMP=$$(mktemp -d) sh /tmp/smoke'
 	rm -rf $(CHROOT)
 
+# Builds bench/*.c into bench/out/ (gcc -O2) and runs every figure; see bench/README.md.
+# BENCH_ARGS=--quick for the short mode, --profile DIR to record the daemon's profile.
 bench:
-	@if [ -d bench ] && [ -f bench/__main__.py ]; then $(PYTHON) -m bench; \
-	else echo "no benchmarks yet (bench/__main__.py)"; fi
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(DEBBUILD) $(CHROOT) $(RUNDIR_BASE)

@@ -1,0 +1,547 @@
+"""rprocd benchmarks: ``python -m bench [--quick] [--profile DIR] ...`` (``make bench``).
+
+Starts a remote, the daemon and load generators on a virtual board in a
+scratch folder, and prints a readable table and then one JSON object (one
+line; also written to ``bench/out/last.json``).  See ``bench/README.md``
+for what each figure means.  Exit status: 0 when every check passed
+(nothing lost, nothing out of order, every process behaved), 1 otherwise.
+Targets that are missed are reported, not failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .build import OUT, BuildError, build
+from .procs import REPO, BenchError, ClientRun, ProcSample, Rig, machine_busy_pct, machine_ticks, run_clients, run_json
+from .report import render
+
+PHASES = ("raw", "limit", "c", "idle", "py", "scaling")
+CLIENTS_NOTE = (
+    "C load generators (bench/out/client from bench/client.c): one process per client, blocking SOCK_SEQPACKET "
+    "sockets, a sender thread and a receiver thread for pipelined echo"
+)
+LIMIT_NOTE = "bench/out/host (bench/host.c) driving the rings directly: no rprocd, no sockets, same remote"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each measurement runs."""
+
+    main_s: float  # each of the main four figures through the daemon
+    limit_s: float  # each figure of the remote alone
+    raw_s: float  # each raw ping-pong pair
+    idle_s: float
+    scale_s: float
+    endpoints: tuple[int, ...]
+    clients: tuple[int, ...]
+    repeats: int = 1  # main, limit and raw figures: the best of this many runs
+
+
+FULL = Plan(0.6, 0.4, 0.4, 10.0, 0.8, (1, 8, 64), (1, 8, 32), repeats=3)
+QUICK = Plan(0.25, 0.2, 0.2, 1.0, 0.2, (1, 8, 64), (1, 8, 32), repeats=1)
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# -- aggregation ------------------------------------------------------------------------------------
+
+
+def echoes(results: Sequence[dict[str, Any]], mode: str) -> int:
+    return sum(int(r.get("n" if mode == "rtt" else "received", 0)) for r in results)
+
+
+def lost_and_bad(results: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    return sum(int(r.get("lost", 0)) for r in results), sum(int(r.get("bad", 0)) for r in results)
+
+
+def span(results: Sequence[dict[str, Any]]) -> float:
+    t0 = min(float(r["t0"]) for r in results)
+    t1 = max(float(r["t1"]) for r in results)
+    return max(t1 - t0, 1e-9)
+
+
+def summarize(mode: str, run: ClientRun) -> dict[str, Any]:
+    """One figure from one or many clients' results."""
+    rs = run.results
+    lost, bad = lost_and_bad(rs)
+    out: dict[str, Any] = {"clients": len(rs), "lost": lost, "bad": bad}
+    if mode == "rtt":
+        n = echoes(rs, "rtt")
+        p50s = sorted(float(r["p50_us"]) for r in rs)
+        out.update(
+            n=n,
+            p50_us=p50s[len(p50s) // 2] if p50s else 0.0,
+            p99_us=max((float(r["p99_us"]) for r in rs), default=0.0),
+            max_us=max((float(r["max_us"]) for r in rs), default=0.0),
+            mean_us=round(sum(float(r["mean_us"]) * int(r["n"]) for r in rs) / n, 2) if n else 0.0,
+            round_trips_per_s=round(n / span(rs), 1) if rs else 0.0,
+        )
+    elif mode == "pipe":
+        n = echoes(rs, "pipe")
+        out.update(n=n, msgs_per_s=round(n / span(rs), 1) if rs else 0.0)
+    else:
+        key = "sent" if mode == "sink" else "received"
+        n = sum(int(r.get(key, 0)) for r in rs)
+        size = int(rs[0]["size"]) if rs else 0
+        rate = n / span(rs) if rs else 0.0
+        out.update(n=n, size=size, msgs_per_s=round(rate, 1), mb_per_s=round(rate * size / 1e6, 2))
+        if mode == "sink":
+            out["counted"] = sum(int(r.get("counted", 0)) for r in rs)
+    if mode in ("rtt", "pipe") and rs:
+        per = [int(r.get("n" if mode == "rtt" else "received", 0)) for r in rs]
+        out["per_client_min"], out["per_client_max"] = min(per), max(per)
+    out["daemon"] = run.daemon
+    out["remote"] = run.remote
+    out["machine_busy_pct"] = run.machine_busy_pct
+    out["wall_s"] = run.wall_s
+    return out
+
+
+def figure_of(mode: str, fig: dict[str, Any]) -> float:
+    """The number a repeat is judged by: p50 for a round trip (lower is better), else msgs/s."""
+    return float(fig["p50_us"] if mode == "rtt" else fig["msgs_per_s"])
+
+
+def best_of(mode: str, figs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The best repeat (the least disturbed by whatever else the machine did), with every repeat's figure."""
+    values = [figure_of(mode, f) for f in figs]
+    pick = values.index(min(values) if mode == "rtt" else max(values))
+    best = dict(figs[pick])
+    best["repeats"] = values
+    return best
+
+
+def msgs_through_daemon(mode: str) -> Callable[[list[dict[str, Any]]], int]:
+    """rpmsg messages that crossed the daemon (an echo is two: one each way)."""
+
+    def count(results: list[dict[str, Any]]) -> int:
+        if mode in ("rtt", "pipe"):
+            return 2 * echoes(results, mode)
+        key = "sent" if mode == "sink" else "received"
+        return sum(int(r.get(key, 0)) for r in results)
+
+    return count
+
+
+# -- the phases -------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, plan: Plan, bins: dict[str, Path], work: Path):
+        self.args, self.plan, self.bins, self.work = args, plan, bins, work
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.peak_rss_mb = 0.0
+        self.result: dict[str, Any] = {}
+        cpus = sorted(os.sched_getaffinity(0))
+        self.cpu_a = cpus[0]
+        self.cpu_b: int | None = cpus[1] if len(cpus) > 1 else None
+
+    def check(self, what: str, fig: dict[str, Any]) -> None:
+        if fig.get("lost") or fig.get("bad"):
+            self.failures.append(f"{what}: {fig.get('lost')} lost, {fig.get('bad')} wrong")
+
+    def rig(self, name: str, remote: str, extra: int = 0, profile_name: str = "daemon") -> Rig:
+        prof = Path(self.args.profile).resolve() if self.args.profile else None
+        return Rig(
+            self.work / name,
+            remote,
+            self.bins,
+            extra_echo=extra,
+            profile_dir=prof,
+            profiler=self.args.profiler,
+            profile_name=profile_name,
+        )
+
+    def raw(self) -> dict[str, Any]:
+        say("raw wake-up round trip: C pair, Python pair; on one CPU and across two")
+        d = str(self.plan.raw_s)
+        out: dict[str, Any] = {}
+        places = [("", f"{self.cpu_a},{self.cpu_a}")]
+        if self.cpu_b is not None:
+            places.append(("_cross", f"{self.cpu_a},{self.cpu_b}"))
+        for suffix, cpus in places:
+            cs, pys = [], []
+            for _ in range(self.plan.repeats):
+                cs.append(
+                    run_json([str(self.bins["pingpong"]), str(self.work), "--duration", d, "--cpus", cpus], 60)[0]
+                )
+                pys.append(
+                    run_json(
+                        [sys.executable, "-m", "bench.pingpong", str(self.work), "--duration", d, "--cpus", cpus],
+                        60,
+                        cwd=REPO,
+                    )[0]
+                )
+            out[f"c_pair{suffix}"] = best_of("rtt", cs) | {"cpus": cpus}
+            out[f"py_pair{suffix}"] = best_of("rtt", pys) | {"cpus": cpus}
+        return out
+
+    def limit(self, kind: str) -> dict[str, Any]:
+        say(f"remote capacity without rprocd: {kind} remote")
+        with self.rig(f"limit-{kind}", kind) as rig:
+            rig.start_remote()
+            assert rig.remote is not None
+            r0 = ProcSample.of(rig.remote.pid)
+            by_mode: dict[str, list[dict[str, Any]]] = {}
+            for _ in range(self.plan.repeats):  # each run attaches afresh (the remote sees a new session)
+                rows = run_json(
+                    [str(self.bins["host"]), "--board", str(rig.board), "--duration", str(self.plan.limit_s)],
+                    timeout=60 + 8 * self.plan.limit_s,
+                )
+                for r in rows:
+                    by_mode.setdefault(r["mode"], []).append(r)
+                    if r.get("exit") or r.get("lost") or r.get("bad"):
+                        self.failures.append(f"remote capacity ({kind}) {r['mode']}: {r}")
+            r1 = ProcSample.of(rig.remote.pid)
+        out: dict[str, Any] = {mode: best_of(mode, rs) for mode, rs in by_mode.items()}
+        out["remote_cpu_s"] = round(r1.cpu_s - r0.cpu_s, 3)
+        if set(out) < {"rtt", "pipe", "sink", "source"}:
+            self.failures.append(f"remote capacity ({kind}): only {sorted(out)} ran")
+        return out
+
+    def main_four(self, kind: str, idle: bool) -> dict[str, Any]:
+        name = "daemon" if kind == "c" else "daemon-py"
+        say(f"through rprocd: {kind} remote (echo round trip, pipelined echo, sink, source)")
+        d = self.plan.main_s
+        out: dict[str, Any] = {}
+        with self.rig(f"main-{kind}", kind, profile_name=name) as rig:
+            rig.start_remote()
+            rig.start_daemon()
+            client = self.bins["client"]
+            a, b = self.cpu_a, self.cpu_b
+            # (key, mode, endpoint, options, placement: (daemon CPUs, remote CPUs, client CPU) or None)
+            cases: list[tuple[str, str, str, list[str], tuple[set[int], set[int], int] | None]] = [
+                ("rtt", "rtt", "rpmsg-client-sample", ["--size", "16"], None),
+            ]
+            if kind == "c":
+                cases.append(("rtt_one_cpu", "rtt", "rpmsg-client-sample", ["--size", "16"], ({a}, {a}, a)))
+                if b is not None:
+                    cases.append(("rtt_split", "rtt", "rpmsg-client-sample", ["--size", "16"], ({a}, {b}, a)))
+            cases += [
+                ("pipe", "pipe", "rpmsg-client-sample", ["--size", "16"], None),
+                ("sink", "sink", "rpmsg-sink", ["--size", "496"], None),
+                ("source", "source", "rpmsg-source", ["--size", "496", "--chunk", "5000"], None),
+            ]
+            everywhere = os.sched_getaffinity(0)
+            for key, mode, ept, opts, place in cases:
+                if place is not None:
+                    rig.place(place[0], place[1])
+                    opts = [*opts, "--cpu", str(place[2])]
+                figs = []
+                for _ in range(self.plan.repeats):
+                    run = run_clients(
+                        client,
+                        [(mode, rig.ept(ept), [*opts, "--duration", str(d)])],
+                        rig,
+                        timeout=30 + 4 * d,
+                        msgs_of=msgs_through_daemon(mode),
+                    )
+                    self.failures += [f"{kind} remote {mode}: {f}" for f in run.failures]
+                    fig = summarize(mode, run)
+                    self.check(f"{kind} remote {mode}", fig)
+                    if mode == "sink" and fig.get("counted") != fig.get("n"):
+                        self.failures.append(
+                            f"{kind} remote sink: sent {fig.get('n')}, the sink counted {fig['counted']}"
+                        )
+                    figs.append(fig)
+                if place is not None:
+                    rig.place(everywhere, everywhere)
+                    figs = [
+                        f | {"placement": {"daemon_cpu": a, "remote_cpu": min(place[1]), "client_cpu": a}} for f in figs
+                    ]
+                out[key] = best_of(mode, figs)
+            if idle:
+                out["idle"] = self.idle(rig)
+            self.track_rss(rig)
+            self.notes += rig.notes
+        return out
+
+    def idle(self, rig: Rig) -> dict[str, Any]:
+        assert rig.daemon is not None and rig.remote is not None
+        say(f"idle daemon: {self.plan.idle_s:g} s")
+        time.sleep(0.5)  # let the last clients' disconnects settle
+        d0, r0 = ProcSample.of(rig.daemon.pid), ProcSample.of(rig.remote.pid)
+        time.sleep(self.plan.idle_s)
+        d1, r1 = ProcSample.of(rig.daemon.pid), ProcSample.of(rig.remote.pid)
+        wall = d1.t - d0.t
+        return {
+            "seconds": round(wall, 2),
+            "daemon_cpu_pct": round(100 * (d1.cpu_s - d0.cpu_s) / wall, 3),
+            "daemon_cpu_pct_schedstat": round(100 * (d1.run_ns - d0.run_ns) / 1e9 / wall, 4),
+            "daemon_wakeups_per_s": round((d1.vcsw - d0.vcsw) / wall, 1),
+            "remote_cpu_pct": round(100 * (r1.cpu_s - r0.cpu_s) / wall, 3),
+            "rss_mb": round(d1.rss_kb / 1024, 1),
+            "peak_rss_mb": round(d1.hwm_kb / 1024, 1),
+        }
+
+    def track_rss(self, rig: Rig) -> None:
+        if rig.daemon is not None and rig.daemon.poll() is None:
+            self.peak_rss_mb = max(self.peak_rss_mb, ProcSample.of(rig.daemon.pid).hwm_kb / 1024)
+
+    def scaling(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        d = self.plan.scale_s
+        for e in self.plan.endpoints:
+            say(f"scaling: {e} echo endpoint(s) x {', '.join(map(str, self.plan.clients))} clients")
+            with self.rig(f"scale-{e}", "c", extra=e, profile_name=f"daemon-scale-{e}") as rig:
+                rig.start_remote()
+                rig.start_daemon(timeout=60)
+                for c in self.plan.clients:
+                    per_ept = [0] * e
+                    for i in range(c):
+                        per_ept[i % e] += 1
+                    row: dict[str, Any] = {"endpoints": e, "clients": c, "fanout": max(per_ept)}
+                    for mode in ("rtt", "pipe"):
+                        specs = [
+                            (
+                                mode,
+                                rig.ept(f"bench-echo-{i % e}"),
+                                ["--size", "16", "--tag", str(i), "--duration", str(d)],
+                            )
+                            for i in range(c)
+                        ]
+                        run = run_clients(
+                            self.bins["client"], specs, rig, timeout=60 + 4 * d, msgs_of=msgs_through_daemon(mode)
+                        )
+                        self.failures += [f"scaling {e}x{c} {mode}: {f}" for f in run.failures]
+                        fig = summarize(mode, run)
+                        self.check(f"scaling {e} endpoints x {c} clients {mode}", fig)
+                        # every echo goes to every client of its endpoint (the socket contract)
+                        deliveries = sum(
+                            int(r.get("n" if mode == "rtt" else "received", 0)) * per_ept[i % e]
+                            for i, r in enumerate(run.results)
+                        )
+                        fig["deliveries"] = deliveries
+                        cpu = float(run.daemon.get("cpu_s", 0.0))
+                        fig["daemon_us_per_delivery"] = round(cpu / deliveries * 1e6, 2) if deliveries else None
+                        row[mode] = fig
+                    rows.append(row)
+                self.track_rss(rig)
+                self.notes += rig.notes
+        return rows
+
+    def run(self, phases: set[str]) -> dict[str, Any]:
+        t0 = time.monotonic()
+        res: dict[str, Any] = {
+            "mode": "quick" if self.args.quick else "full",
+            "machine": machine(),
+            "clients": CLIENTS_NOTE,
+            "limit_method": LIMIT_NOTE,
+            "plan": vars(self.plan) | {"endpoints": list(self.plan.endpoints), "clients": list(self.plan.clients)},
+        }
+        a = machine_ticks()
+        time.sleep(1.0 if not self.args.quick else 0.3)
+        res["machine"]["busy_before_pct"] = busy = machine_busy_pct(a, machine_ticks())
+        if busy > 15:
+            self.notes.append(
+                f"the machine was {busy} % busy before the run (other work on it): every figure is noisier"
+            )
+            say(self.notes[-1])
+        if "raw" in phases:
+            res["raw"] = self.raw()
+        res["limit"] = {k: self.limit(k) for k in ("c", "py") if "limit" in phases and (k == "c" or "py" in phases)}
+        res["daemon"] = {}
+        if "c" in phases:
+            res["daemon"]["c"] = self.main_four("c", idle="idle" in phases)
+        if "py" in phases:
+            res["daemon"]["py"] = self.main_four("py", idle=False)
+        if "scaling" in phases:
+            res["scaling"] = self.scaling()
+        res["peak_rss_mb"] = round(self.peak_rss_mb, 1)
+        res["elapsed_s"] = round(time.monotonic() - t0, 1)
+        res["failures"] = self.failures
+        res["notes"] = self.notes
+        res["lost"] = count_lost(res)
+        res["ok"] = not self.failures
+        return res
+
+
+def count_lost(res: dict[str, Any]) -> int:
+    n = 0
+    for figs in res.get("daemon", {}).values():
+        for mode in ("rtt", "pipe", "sink", "source"):
+            n += int(figs.get(mode, {}).get("lost", 0) or 0)
+    for row in res.get("scaling", []):
+        for mode in ("rtt", "pipe"):
+            n += int(row.get(mode, {}).get("lost", 0) or 0)
+    for figs in res.get("limit", {}).values():
+        for mode in ("rtt", "pipe", "sink", "source"):
+            n += max(int(figs.get(mode, {}).get("lost", 0) or 0), 0)
+    return n
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "compiler": os.environ.get("CC", "gcc"),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short runs (CI: checks that it works, not how fast)")
+    p.add_argument(
+        "--phases",
+        default=",".join(PHASES),
+        help=f"comma-separated subset of {','.join(PHASES)} (default: all)",
+    )
+    p.add_argument("--seconds", type=float, help="override how long each main figure runs")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record the daemon's profile into DIR: daemon.svg for the C-remote run, daemon-py.svg and "
+        "daemon-scale-E.svg for the others (.prof / .html with --profiler)",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=("py-spy", "cprofile", "pyinstrument"),
+        default="py-spy",
+        help="py-spy record --pid (flame graph .svg, default), python -m cProfile (.prof) or pyinstrument (.html)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the JSON object to FILE")
+    p.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, boards)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = phases - set(PHASES)
+    if unknown:
+        print(f"bench: unknown phases {sorted(unknown)} (known: {', '.join(PHASES)})", file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    if args.seconds:
+        plan = Plan(**(vars(plan) | {"main_s": args.seconds}))
+    say("building the C programs (gcc -O2 -Wall -Wextra)")
+    try:
+        bins = build()
+    except BuildError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="rprocd-bench-"))
+    bench = Bench(args, plan, bins, work)
+    try:
+        res = bench.run(phases)
+    except (BenchError, OSError) as e:
+        print(f"bench: {e}", file=sys.stderr)
+        print(f"bench: scratch folder kept: {work}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bench: interrupted; scratch folder kept: {work}", file=sys.stderr)
+        return 130
+    if args.keep:
+        res["scratch"] = str(work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.profile:
+        res["profile_dir"] = str(Path(args.profile).resolve())
+    res["targets"] = targets(res)
+    print(render(res))
+    line = json.dumps(res, separators=(",", ":"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "last.json").write_text(line + "\n")
+    if args.json:
+        Path(args.json).write_text(line + "\n")
+    print(line)
+    return 0 if res["ok"] else 1
+
+
+# -- targets ----------------------------------------------------------------------------------------
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target beside its figure (C-remote figures: the daemon is what is measured)."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, unit: str, op: str, limit: float, basis: str) -> None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return
+        ok = value <= limit if op == "<=" else value >= limit if op == ">=" else value < limit
+        out.append({"name": name, "value": value, "unit": unit, "op": op, "target": limit, "basis": basis, "pass": ok})
+
+    c = res.get("daemon", {}).get("c", {})
+    raw = res.get("raw", {})
+    if "rtt" in c:
+        add("echo round trip p50 (free placement)", float(c["rtt"]["p50_us"]), "us", "<=", 180.0, "3 x OpenAMP's 60 us")
+    for key, raw_key, label in (
+        ("rtt_one_cpu", "c_pair", "all on one CPU / raw round trip on one CPU"),
+        ("rtt", "c_pair", "free placement / raw round trip on one CPU"),
+        ("rtt_split", "c_pair_cross", "remote on its own CPU / raw round trip across CPUs"),
+    ):
+        r = raw.get(raw_key)
+        if key in c and r:
+            add(
+                f"echo round trip p50, {label}",
+                round(float(c[key]["p50_us"]) / float(r["p50_us"]), 2),
+                "x",
+                "<=",
+                3.0,
+                f"{c[key]['p50_us']:.1f} vs {r['p50_us']:.1f} us (C pair)",
+            )
+    if "pipe" in c:
+        add("pipelined echo", float(c["pipe"]["msgs_per_s"]), "msgs/s", ">=", 80_000, "0.5 x OpenAMP's 140-230 k")
+    if "sink" in c:
+        add("host -> remote 496 B", float(c["sink"]["msgs_per_s"]), "msgs/s", ">=", 100_000, "~0.5 x OpenAMP")
+    if "source" in c:
+        add("remote -> host 496 B", float(c["source"]["msgs_per_s"]), "msgs/s", ">=", 100_000, "~0.5 x OpenAMP")
+    idle = c.get("idle")
+    if idle:
+        add(
+            "idle CPU",
+            float(idle.get("daemon_cpu_pct_schedstat", idle["daemon_cpu_pct"])),
+            "%",
+            "<",
+            1.0,
+            f"schedstat, over {idle['seconds']} s",
+        )
+    if res.get("peak_rss_mb"):
+        add("RSS (peak)", float(res["peak_rss_mb"]), "MB", "<", 50.0, "VmHWM, whole run")
+    rows = {(r["endpoints"], r["clients"]): r for r in res.get("scaling", [])}
+    base, big = rows.get((1, 1)), rows.get((64, 32))
+    if base and big:
+        for mode, label in (("pipe", "pipelined"), ("rtt", "ping-pong")):
+            b = base[mode]["daemon"].get("cpu_us_per_msg")
+            g = big[mode]["daemon"].get("cpu_us_per_msg")
+            if b and g:
+                add(
+                    f"cost/msg 64 endpoints x 32 clients / 1 x 1 ({label})",
+                    round(g / b, 2),
+                    "x",
+                    "<=",
+                    1.5,
+                    f"{g} vs {b} us/msg",
+                )
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

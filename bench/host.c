@@ -1,0 +1,508 @@
+/* bench/host.c -- a minimal rpmsg host that drives the rings directly: the remote's
+ * own capacity, without rprocd (nor sockets, nor Python) in the way.
+ *
+ *   host --board DIR [--modes rtt,pipe,sink,source] [--duration S] [--endpoints N]
+ *
+ * It attaches as sim-board.md says a host does (status 0, 1, 3, gfeatures, zeroed
+ * rings, 8 receive buffers posted to vring0, status 7, ring vring0's notifyid),
+ * collects N name-service announcements (default 4), runs the modes in order on
+ * rpmsg-client-sample / rpmsg-sink / rpmsg-source, then detaches (status 0, ring).
+ * Like rprocd it sleeps in poll() on D/host.sock, wants an interrupt for vring0
+ * always and for vring1 only while it waits for a transmit buffer, and kicks only
+ * when the remote has not set VRING_USED_F_NO_NOTIFY.  One JSON line per mode.
+ *
+ * Modes, as bench/client.c does them through rprocd: rtt (16-byte ping-pong),
+ * pipe (16-byte echoes, as many in flight as the rings hold), sink (496 bytes,
+ * then STAT must match), source (496 bytes, "<5000> <496>" chunks, two in flight,
+ * every sequence number checked).
+ */
+#include "common.h"
+
+#include <poll.h>
+
+#define HOST_ADDR 0x400u
+
+static struct {
+    uint8_t *mem, *table;
+    int sock;
+    struct sockaddr_un remote;
+    struct bell_stats bell;
+    /* vring0: the remote sends (we post empty buffers); vring1: we send */
+    uint8_t *rx_desc, *rx_avail, *rx_used, *tx_desc, *tx_avail, *tx_used;
+    uint16_t rx_avail_idx, rx_last_used, tx_avail_idx, tx_last_used;
+    uint16_t rx_published, tx_published;
+    unsigned tx_free[VR_NUM], ntx_free;
+    uint32_t notify[2];
+    uint32_t ept_addr[4]; /* client-sample, tty, sink, source */
+    unsigned nns;
+    uint64_t wakeups;
+} H;
+
+static uint8_t *at(uint32_t pa) { return H.mem + (pa - WIN_PA); }
+
+/* ---- rings ------------------------------------------------------------------------------- */
+
+static void rx_post(unsigned d)
+{
+    uint8_t *e = H.rx_desc + 16 * d;
+    uint64_t addr = BUF_PA + d * BUF_SIZE;
+    uint32_t len = BUF_SIZE;
+    uint16_t flags = VRING_DESC_F_WRITE, next = 0;
+    memcpy(e, &addr, 8);
+    memcpy(e + 8, &len, 4);
+    memcpy(e + 12, &flags, 2);
+    memcpy(e + 14, &next, 2);
+    st16(H.rx_avail + 4 + 2 * (H.rx_avail_idx & (VR_NUM - 1)), (uint16_t)d);
+    H.rx_avail_idx++;
+}
+
+/* Publish new avail entries on both rings; kick where the remote wants it. */
+static void flush(void)
+{
+    int kick[2] = {0, 0};
+    if (H.rx_published != H.rx_avail_idx) {
+        st16(H.rx_avail + 2, H.rx_avail_idx);
+        H.rx_published = H.rx_avail_idx;
+        kick[0] = 1;
+    }
+    if (H.tx_published != H.tx_avail_idx) {
+        st16(H.tx_avail + 2, H.tx_avail_idx);
+        H.tx_published = H.tx_avail_idx;
+        kick[1] = 1;
+    }
+    if (kick[0] || kick[1]) {
+        full_fence();
+        if (kick[1] && !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY))
+            ring_bell(H.sock, &H.remote, H.notify[1], &H.bell);
+        else if (kick[0] && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY))
+            ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
+    }
+}
+
+static unsigned reclaim(void)
+{
+    unsigned n = 0;
+    uint16_t idx = ld16(H.tx_used + 2);
+    while (H.tx_last_used != idx) {
+        uint32_t d;
+        memcpy(&d, H.tx_used + 4 + 8 * (H.tx_last_used & (VR_NUM - 1)), 4);
+        if (d >= VR_NUM) {
+            fprintf(stderr, "host: bad used id %u on vring1\n", d);
+            exit(1);
+        }
+        H.tx_free[H.ntx_free++] = d;
+        H.tx_last_used++;
+        n++;
+    }
+    return n;
+}
+
+/* Queue one message (published by flush()); 0 when every transmit buffer is out. */
+static int send_msg(uint32_t dst, const void *payload, uint32_t n)
+{
+    if (!H.ntx_free && !reclaim())
+        return 0;
+    unsigned d = H.tx_free[--H.ntx_free];
+    uint32_t pa = BUF_PA + (VR_NUM + d) * BUF_SIZE;
+    uint8_t *b = at(pa);
+    put_le32(b, HOST_ADDR);
+    put_le32(b + 4, dst);
+    put_le32(b + 8, 0);
+    b[12] = (uint8_t)n;
+    b[13] = (uint8_t)(n >> 8);
+    b[14] = b[15] = 0;
+    memcpy(b + HDR_SIZE, payload, n);
+    uint8_t *e = H.tx_desc + 16 * d;
+    uint64_t addr = pa;
+    uint32_t len = HDR_SIZE + n;
+    uint16_t zero = 0;
+    memcpy(e, &addr, 8);
+    memcpy(e + 8, &len, 4);
+    memcpy(e + 12, &zero, 2);
+    memcpy(e + 14, &zero, 2);
+    st16(H.tx_avail + 4 + 2 * (H.tx_avail_idx & (VR_NUM - 1)), (uint16_t)d);
+    H.tx_avail_idx++;
+    return 1;
+}
+
+typedef void (*on_msg)(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n);
+
+/* Handle every received message (buffers re-posted, published by flush()). */
+static unsigned process_rx(on_msg cb)
+{
+    unsigned n = 0;
+    uint16_t idx = ld16(H.rx_used + 2);
+    while (H.rx_last_used != idx) {
+        uint32_t d, len;
+        const uint8_t *e = H.rx_used + 4 + 8 * (H.rx_last_used & (VR_NUM - 1));
+        memcpy(&d, e, 4);
+        memcpy(&len, e + 4, 4);
+        if (d >= VR_NUM || len < HDR_SIZE || len > BUF_SIZE) {
+            fprintf(stderr, "host: bad used entry %u/%u on vring0\n", d, len);
+            exit(1);
+        }
+        const uint8_t *b = at(BUF_PA + d * BUF_SIZE);
+        uint32_t mlen = (uint32_t)b[12] | (uint32_t)b[13] << 8;
+        if (mlen > len - HDR_SIZE) {
+            fprintf(stderr, "host: message of %u bytes in %u\n", mlen, len);
+            exit(1);
+        }
+        cb(get_le32(b), get_le32(b + 4), b + HDR_SIZE, mlen);
+        H.rx_last_used++;
+        rx_post(d);
+        n++;
+    }
+    return n;
+}
+
+/* Sleep until the remote rings (or 100 ms), unless something is pending already. */
+static void wait_ring(int want_tx)
+{
+    st16(H.tx_avail, want_tx ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
+    full_fence();
+    if (ld16(H.rx_used + 2) != H.rx_last_used || (want_tx && ld16(H.tx_used + 2) != H.tx_last_used))
+        return;
+    struct pollfd p = {.fd = H.sock, .events = POLLIN};
+    if (poll(&p, 1, 100) > 0)
+        H.wakeups++;
+    drain_bell(H.sock, &H.bell);
+}
+
+/* ---- attach -------------------------------------------------------------------------------- */
+
+static void on_ns(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n)
+{
+    static const char *names[4] = {"rpmsg-client-sample", "rpmsg-tty", "rpmsg-sink", "rpmsg-source"};
+    (void)src;
+    if (dst != RPMSG_NS_ADDR || n != 40)
+        return;
+    for (int i = 0; i < 4; i++)
+        if (!strncmp((const char *)p, names[i], 32))
+            H.ept_addr[i] = get_le32(p + 32);
+    H.nns++;
+}
+
+static int attach(const char *dir, unsigned endpoints)
+{
+    H.table = at(TABLE_PA);
+    uint64_t deadline = now_ns() + 10000000000ull;
+    while (ld32(H.table) != 1 || get_le32(H.table + VDEV_OFF) != RSC_VDEV) {
+        if (now_ns() > deadline) {
+            fprintf(stderr, "host: no resource table\n");
+            return -1;
+        }
+        usleep(2000);
+    }
+    if (ld8(H.table + VDEV_STATUS) & S_DRIVER_OK) { /* an earlier host: reset the remote */
+        st8(H.table + VDEV_STATUS, 0);
+        ring_bell(H.sock, &H.remote, 0, &H.bell);
+        usleep(100000);
+    }
+    uint32_t da[2];
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *r = H.table + VDEV_VRING(i);
+        da[i] = get_le32(r);
+        H.notify[i] = get_le32(r + 12);
+        if (get_le32(r + 8) != VR_NUM || get_le32(r + 4) != VR_ALIGN || da[i] == FW_RSC_ADDR_ANY) {
+            fprintf(stderr, "host: unexpected vring layout\n");
+            return -1;
+        }
+    }
+    st8(H.table + VDEV_STATUS, 0);
+    st8(H.table + VDEV_STATUS, S_ACKNOWLEDGE);
+    st8(H.table + VDEV_STATUS, S_ACKNOWLEDGE | S_DRIVER);
+    st32(H.table + VDEV_GFEATURES, F_NS);
+    uint8_t *r0 = at(da[0]), *r1 = at(da[1]);
+    memset(r0, 0, VR_SIZE);
+    memset(r1, 0, VR_SIZE);
+    H.rx_desc = r0;
+    H.rx_avail = r0 + VR_AVAIL_OFF;
+    H.rx_used = r0 + VR_USED_OFF;
+    H.tx_desc = r1;
+    H.tx_avail = r1 + VR_AVAIL_OFF;
+    H.tx_used = r1 + VR_USED_OFF;
+    for (unsigned d = 0; d < VR_NUM; d++) {
+        rx_post(d);
+        H.tx_free[H.ntx_free++] = VR_NUM - 1 - d;
+    }
+    st16(H.tx_avail, VRING_AVAIL_F_NO_INTERRUPT);
+    st16(H.rx_avail + 2, H.rx_avail_idx);
+    H.rx_published = H.rx_avail_idx;
+    st8(H.table + VDEV_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_DRIVER_OK);
+    ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
+    while (H.nns < endpoints) {
+        if (now_ns() > deadline) {
+            fprintf(stderr, "host: %u of %u announcements\n", H.nns, endpoints);
+            return -1;
+        }
+        if (!process_rx(on_ns))
+            wait_ring(0);
+        flush();
+    }
+    (void)dir;
+    for (int i = 0; i < 4; i++)
+        if (!H.ept_addr[i]) {
+            fprintf(stderr, "host: endpoint %d not announced\n", i);
+            return -1;
+        }
+    return 0;
+}
+
+/* ---- modes ----------------------------------------------------------------------------------- */
+
+static uint8_t last_msg[MAX_PAYLOAD];
+static uint32_t last_len, got_count;
+static uint64_t bad;
+
+static void on_echo(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n)
+{
+    (void)src;
+    (void)dst;
+    memcpy(last_msg, p, n);
+    last_len = n;
+    got_count++;
+}
+
+static int run_rtt(double duration)
+{
+    size_t cap = 1 << 16, n = 0;
+    uint32_t *s = malloc(cap * sizeof *s);
+    uint8_t msg[16];
+    memset(msg, 0xa5, sizeof msg);
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), w0 = H.wakeups;
+    for (uint32_t seq = 0; now_ns() < end || !n; seq++) {
+        put_le32(msg + 4, seq);
+        uint64_t a = now_ns();
+        got_count = 0;
+        while (!send_msg(H.ept_addr[0], msg, sizeof msg))
+            wait_ring(1);
+        flush();
+        while (!got_count) {
+            if (!process_rx(on_echo))
+                wait_ring(0);
+        }
+        flush();
+        uint64_t d = now_ns() - a;
+        if (last_len != sizeof msg || memcmp(last_msg, msg, sizeof msg))
+            bad++;
+        if (n == cap) {
+            cap *= 2;
+            s = realloc(s, cap * sizeof *s);
+        }
+        s[n++] = d > UINT32_MAX ? UINT32_MAX : (uint32_t)d;
+    }
+    double sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += s[i];
+    sort_samples(s, n);
+    printf("{\"mode\": \"rtt\", \"n\": %zu, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"max_us\": %.2f, "
+           "\"mean_us\": %.2f, \"wakeups\": %llu, \"bad\": %llu, \"lost\": 0}\n",
+           n, pct_us(s, n, 0.5), pct_us(s, n, 0.9), pct_us(s, n, 0.99), pct_us(s, n, 1.0), sum / (double)n / 1000.0,
+           (unsigned long long)(H.wakeups - w0), (unsigned long long)bad);
+    free(s);
+    return bad ? 1 : 0;
+}
+
+static uint32_t expect_seq;
+
+static void on_pipe(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n)
+{
+    (void)src;
+    (void)dst;
+    if (n != 16 || get_le32(p + 4) != expect_seq)
+        bad++;
+    expect_seq++;
+}
+
+static int run_pipe(double duration)
+{
+    uint8_t msg[16];
+    memset(msg, 0x5a, sizeof msg);
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups;
+    expect_seq = 0;
+    bad = 0;
+    int sending = 1;
+    while (sending || expect_seq < sent) {
+        unsigned progress = process_rx(on_pipe);
+        if (sending && now_ns() >= end)
+            sending = 0;
+        while (sending) {
+            put_le32(msg + 4, (uint32_t)sent);
+            if (!send_msg(H.ept_addr[0], msg, sizeof msg))
+                break;
+            sent++;
+            progress++;
+        }
+        flush();
+        if (!progress)
+            wait_ring(sending && !H.ntx_free);
+    }
+    uint64_t t1 = now_ns();
+    double secs = ns_to_s(t1 - t0);
+    printf("{\"mode\": \"pipe\", \"sent\": %llu, \"received\": %u, \"msgs_per_s\": %.1f, \"wakeups\": %llu, "
+           "\"bad\": %llu, \"lost\": %lld}\n",
+           (unsigned long long)sent, expect_seq, (double)expect_seq / secs, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)bad, (long long)sent - (long long)expect_seq);
+    return bad ? 1 : 0;
+}
+
+static char stat_reply[64];
+static int stat_got;
+
+static void on_stat(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n)
+{
+    (void)dst;
+    if (src != H.ept_addr[2] || n >= sizeof stat_reply)
+        return;
+    memcpy(stat_reply, p, n);
+    stat_reply[n] = 0;
+    stat_got = 1;
+}
+
+static int stat_sink(unsigned long long *m, unsigned long long *b)
+{
+    stat_got = 0;
+    while (!send_msg(H.ept_addr[2], "STAT", 4))
+        wait_ring(1);
+    flush();
+    while (!stat_got) {
+        if (!process_rx(on_stat))
+            wait_ring(0);
+        flush();
+    }
+    return sscanf(stat_reply, "%llu %llu", m, b) == 2;
+}
+
+static int run_sink(double duration)
+{
+    uint8_t msg[MAX_PAYLOAD];
+    memset(msg, 0x3c, sizeof msg);
+    unsigned long long m0, b0, m1, b1;
+    if (!stat_sink(&m0, &b0))
+        return 1;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups;
+    while (now_ns() < end) {
+        unsigned k = 0;
+        while (send_msg(H.ept_addr[2], msg, sizeof msg))
+            k++;
+        sent += k;
+        flush();
+        if (!k)
+            wait_ring(1);
+    }
+    int ok = stat_sink(&m1, &b1);
+    uint64_t t1 = now_ns();
+    double secs = ns_to_s(t1 - t0);
+    long long lost = ok ? (long long)sent - (long long)(m1 - m0) : (long long)sent;
+    printf("{\"mode\": \"sink\", \"sent\": %llu, \"counted\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
+           "\"wakeups\": %llu, \"bad\": %d, \"lost\": %lld}\n",
+           (unsigned long long)sent, ok ? m1 - m0 : 0ull, (double)sent / secs,
+           (double)sent * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           ok && b1 - b0 != (m1 - m0) * MAX_PAYLOAD, lost);
+    return (!ok || lost) ? 1 : 0;
+}
+
+static uint64_t src_received;
+static uint32_t src_seq, src_chunk = 5000;
+static int src_done_chunks;
+
+static void on_source(uint32_t src, uint32_t dst, const uint8_t *p, uint32_t n)
+{
+    (void)dst;
+    if (src != H.ept_addr[3] || n != MAX_PAYLOAD || get_le32(p) != src_seq)
+        bad++;
+    src_received++;
+    if (++src_seq == src_chunk) {
+        src_seq = 0;
+        src_done_chunks++;
+    }
+}
+
+static int run_source(double duration)
+{
+    char req[32];
+    int k = snprintf(req, sizeof req, "%u %u", src_chunk, MAX_PAYLOAD);
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), requested = 0, w0 = H.wakeups;
+    bad = 0;
+    int inflight = 0;
+    for (;;) {
+        inflight -= src_done_chunks;
+        src_done_chunks = 0;
+        while (inflight < 2 && (now_ns() < end || !requested) && send_msg(H.ept_addr[3], req, (uint32_t)k)) {
+            requested += src_chunk;
+            inflight++;
+        }
+        flush();
+        if (!inflight)
+            break;
+        unsigned got = process_rx(on_source);
+        flush();
+        if (!got)
+            wait_ring(0);
+    }
+    uint64_t t1 = now_ns();
+    double secs = ns_to_s(t1 - t0);
+    printf("{\"mode\": \"source\", \"requested\": %llu, \"received\": %llu, \"msgs_per_s\": %.1f, "
+           "\"mb_per_s\": %.3f, \"wakeups\": %llu, \"bad\": %llu, \"lost\": %lld}\n",
+           (unsigned long long)requested, (unsigned long long)src_received, (double)src_received / secs,
+           (double)src_received * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)bad, (long long)requested - (long long)src_received);
+    return bad ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL, *modes = "rtt,pipe,sink,source";
+    double duration = 1.0;
+    unsigned endpoints = 4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--board") && i + 1 < argc)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--modes") && i + 1 < argc)
+            modes = argv[++i];
+        else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
+            duration = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--endpoints") && i + 1 < argc)
+            endpoints = (unsigned)atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: host --board DIR [--modes rtt,pipe,sink,source] [--duration S] "
+                            "[--endpoints N]\n");
+            return 2;
+        }
+    }
+    if (!dir)
+        return 2;
+    H.mem = map_board_memory(dir);
+    if (!H.mem)
+        return 1;
+    if (set_sun(&H.remote, dir, "remote.sock") < 0)
+        return 1;
+    H.sock = bind_doorbell(dir, "host.sock");
+    if (H.sock < 0 || attach(dir, endpoints) < 0)
+        return 1;
+    int rc = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", modes);
+    for (char *save = NULL, *m = strtok_r(buf, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(m, "rtt"))
+            rc |= run_rtt(duration);
+        else if (!strcmp(m, "pipe"))
+            rc |= run_pipe(duration);
+        else if (!strcmp(m, "sink"))
+            rc |= run_sink(duration);
+        else if (!strcmp(m, "source"))
+            rc |= run_source(duration);
+        else {
+            fprintf(stderr, "host: unknown mode %s\n", m);
+            rc |= 2;
+        }
+        fflush(stdout);
+    }
+    st8(H.table + VDEV_STATUS, 0); /* a host that exits cleanly writes status 0 and rings */
+    ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
+    close(H.sock);
+    char path[sizeof H.remote.sun_path + 16];
+    snprintf(path, sizeof path, "%s/host.sock", dir);
+    unlink(path);
+    return rc;
+}
