@@ -302,17 +302,21 @@ class Bench:
             with self.rig(f"scale-{e}", "c", extra=e, profile_name=f"daemon-scale-{e}") as rig:
                 rig.start_remote()
                 rig.start_daemon(timeout=60)
+                # All on one CPU: every wake-up a context switch, so the cost per message is the
+                # daemon's software and not where the scheduler put 34 processes (see the README).
+                a = self.cpu_a
+                rig.place({a}, {a})
                 for c in self.plan.clients:
                     per_ept = [0] * e
                     for i in range(c):
                         per_ept[i % e] += 1
-                    row: dict[str, Any] = {"endpoints": e, "clients": c, "fanout": max(per_ept)}
+                    row: dict[str, Any] = {"endpoints": e, "clients": c, "fanout": max(per_ept), "cpu": a}
                     for mode in ("rtt", "pipe"):
                         specs = [
                             (
                                 mode,
                                 rig.ept(f"bench-echo-{i % e}"),
-                                ["--size", "16", "--tag", str(i), "--duration", str(d)],
+                                ["--size", "16", "--tag", str(i), "--duration", str(d), "--cpu", str(a)],
                             )
                             for i in range(c)
                         ]

@@ -253,7 +253,8 @@ def scaling_table(rows: list[dict[str, Any]]) -> str:
             ]
         )
     note = (
-        "  (C remote with --extra-echo E, client i on bench-echo-(i mod E), 16 B; fan-out > 1: clients share an "
+        "  (C remote with --extra-echo E, client i on bench-echo-(i mod E), 16 B; daemon, remote and every client "
+        "pinned to one CPU, so that costs compare like for like; fan-out > 1: clients share an "
         "endpoint and each gets every echo of it, per the socket contract; rtt p50 = median of the clients' p50s, "
         "p99 = the worst client's; per client min/max: echoes done by the least and the most served client)"
     )
