@@ -14,12 +14,14 @@ OPENAMP = {
 REMOTES = {"c": "C", "py": "Py sim"}
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ", text: int = 1) -> str:
+    """Columns padded to their widest cell; numbers right-aligned, except in the first ``text`` columns and the last."""
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    last = len(header) - 1
     lines = []
     for r in [header, *rows]:
         cells = [
-            str(c).rjust(w) if i and _numeric(str(c)) else str(c).ljust(w)
+            str(c).rjust(w) if text <= i < last and _numeric(str(c)) else str(c).ljust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ]
         lines.append(indent + "  ".join(cells).rstrip())
@@ -120,9 +122,19 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+PLACES = (("", "free"), ("_one_cpu", "one CPU"), ("_split", "own CPU"))
+FIGURES = (
+    ("rtt", "echo round trip 16 B"),
+    ("pipe", "pipelined echo 16 B"),
+    ("sink", "host -> remote 496 B"),
+    ("source", "remote -> host 496 B"),
+)
+
+
 def main_table(res: dict[str, Any]) -> str:
     header = [
         "figure",
+        "placement",
         "remote",
         "through rprocd",
         "remote alone",
@@ -143,73 +155,65 @@ def main_table(res: dict[str, Any]) -> str:
     for kind, figs in res.get("daemon", {}).items():
         lim = res.get("limit", {}).get(kind, {})
         name = REMOTES.get(kind, kind)
-        for key, label, base in (
-            ("rtt", "echo round trip 16 B  p50, free", same),
-            ("rtt_one_cpu", "  p50, all on one CPU", same),
-            ("rtt_split", "  p50, remote on its own CPU", cross),
-        ):
-            if key not in figs:
-                continue
-            f, lr = figs[key], lim.get("rtt", {})
-            d = f["daemon"]
-            quantiles = [("p50_us", label)]
-            if key == "rtt":
-                quantiles += [("p99_us", "  p99, free"), ("max_us", "  max, free")]
-            for q, qlabel in quantiles:
-                first = q == "p50_us"
-                rows.append(
-                    [
-                        qlabel,
-                        name,
-                        us(f[q]),
-                        us(lr.get(q)) if key == "rtt" else "",
-                        ratio(f[q], lr.get(q)) if key == "rtt" else "",
-                        spread(f, us) if first else "",
-                        f"{ratio(f[q], base[0])} / {ratio(f[q], base[1])}" if first and base[0] else "",
-                        num(d.get("cpu_us_per_msg")) if first else "",
-                        f"{d.get('cpu_pct')} %" if first else "",
-                        num(d.get("wakeups_per_msg")) if first else "",
-                        f"{f['remote'].get('cpu_pct')} %" if first else "",
-                        f"{f.get('machine_busy_pct')} %" if first else "",
-                        OPENAMP["rtt"] if key == "rtt" and first else "",
-                    ]
-                )
-        for mode, label in (
-            ("pipe", "pipelined echo 16 B"),
-            ("sink", "host -> remote 496 B"),
-            ("source", "remote -> host 496 B"),
-        ):
-            if mode not in figs:
-                continue
-            f, lr = figs[mode], lim.get(mode, {})
-            d = f["daemon"]
-            val = rate(f["msgs_per_s"]) + (f" {f['mb_per_s']:.1f} MB/s" if "mb_per_s" in f else "")
-            alone = rate(lr.get("msgs_per_s")) if lr else "-"
-            rows.append(
-                [
-                    label,
-                    name,
-                    val,
-                    alone,
-                    ratio(f["msgs_per_s"], lr.get("msgs_per_s")),
-                    spread(f, rate),
-                    "",
+        for mode, label in FIGURES:
+            first_row = True
+            for sfx, place in PLACES:
+                f = figs.get(mode + sfx)
+                if f is None:
+                    continue
+                lr = lim.get(mode, {}) if not sfx else {}
+                d = f["daemon"]
+                common = [
                     num(d.get("cpu_us_per_msg")),
                     f"{d.get('cpu_pct')} %",
                     num(d.get("wakeups_per_msg")),
                     f"{f['remote'].get('cpu_pct')} %",
                     f"{f.get('machine_busy_pct')} %",
-                    OPENAMP[mode],
+                    OPENAMP[mode] if first_row else "",
                 ]
-            )
+                if mode == "rtt":
+                    base = cross if sfx == "_split" else same
+                    quantiles = [("p50_us", "p50")] + ([("p99_us", "p99"), ("max_us", "max")] if not sfx else [])
+                    for q, qname in quantiles:
+                        top = q == "p50_us"
+                        rows.append(
+                            [
+                                f"{label}  {qname}" if first_row else f"{'':{len(label)}}  {qname}",
+                                place,
+                                name,
+                                us(f[q]),
+                                us(lr.get(q)) if lr else "",
+                                ratio(f[q], lr.get(q)) if lr else "",
+                                spread(f, us) if top else "",
+                                f"{ratio(f[q], base[0])} / {ratio(f[q], base[1])}" if top and base[0] else "",
+                                *(common if top else [""] * len(common)),
+                            ]
+                        )
+                        first_row = False
+                    continue
+                val = rate(f["msgs_per_s"]) + (f" {f['mb_per_s']:.1f} MB/s" if "mb_per_s" in f else "")
+                rows.append(
+                    [
+                        label if first_row else "",
+                        place,
+                        name,
+                        val,
+                        rate(lr.get("msgs_per_s")) if lr else "",
+                        ratio(f["msgs_per_s"], lr.get("msgs_per_s")) if lr else "",
+                        spread(f, rate),
+                        "",
+                        *common,
+                    ]
+                )
+                first_row = False
     note = (
-        "  (each figure is the best of its repeats, whose range is shown; ratio: through rprocd / remote alone; "
-        "vs raw: / the raw C and Python pair round trips, on one CPU, or across CPUs for the remote on its own "
-        "CPU; us/msg and wakeups/msg per rpmsg message crossing the daemon, an echo is two; CPU in % of one CPU; "
-        "placement: free = the scheduler's choice, one CPU = client, daemon, remote pinned together, own CPU = "
-        "client and daemon on one CPU, the remote on the other, as on the board)"
+        "  (each figure is the best of its repeats, whose range is shown; placement: free = the scheduler's choice, "
+        "one CPU = client, daemon and remote pinned to one CPU, own CPU = the remote alone on the other CPU as on "
+        "the board; ratio: through rprocd / remote alone (free); vs raw: / the raw C and Python pair round trips, "
+        "across CPUs for own CPU; us/msg and wakeups/msg per rpmsg message crossing the daemon, an echo is two; "
+        "CPU in % of one CPU)"
     )
-    return "main figures\n" + table(header, rows) + "\n" + note
+    return "main figures\n" + table(header, rows, text=3) + "\n" + note
 
 
 def scaling_table(rows: list[dict[str, Any]]) -> str:
@@ -271,17 +275,25 @@ def _minmax(fig: dict[str, Any]) -> str:
 
 
 def targets_table(ts: list[dict[str, Any]]) -> str:
+    places = [p for _, p in PLACES if any(p in t.get("values", {}) for t in ts)]
     rows = []
     for t in ts:
-        v = t["value"]
         unit = t["unit"]
-        if unit == "msgs/s":
-            shown, target = rate(v), f"{t['op']} {rate(t['target'])}"
-        elif unit == "us":
-            shown, target = us(v), f"{t['op']} {us(t['target'])}"
-        else:
-            shown, target = f"{v:g} {unit}".replace(" x", "x"), f"{t['op']} {t['target']:g} {unit}".replace(" x", "x")
-        rows.append([t["name"], shown, target, t["basis"], "pass" if t["pass"] else "MISS"])
-    return "targets (C remote, so that the daemon is what is measured)\n" + table(
-        ["target", "measured", "target", "basis", "result"], rows
+
+        def show(v: float, unit: str = unit) -> str:
+            if unit == "msgs/s":
+                return rate(v)
+            if unit == "us":
+                return us(v)
+            return f"{v:g}x" if unit == "x" else f"{v:g} {unit}"
+
+        cells = []
+        for p in places:
+            if p in t["values"]:
+                cells.append(f"{show(t['values'][p])} {'pass' if t['results'][p] else 'MISS'}")
+            else:
+                cells.append("")
+        rows.append([t["name"], *cells, f"{t['op']} {show(t['target'])}", t["basis"]])
+    return "targets (C remote, so that the daemon is what is measured; by placement)\n" + table(
+        ["target", *places, "target", "basis"], rows
     )

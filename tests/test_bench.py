@@ -411,5 +411,10 @@ def test_quick_bench_completes_and_loses_nothing(tmp_path: Path, bins: dict[str,
         (e, c) for e in (1, 8, 64) for c in (1, 8, 32)
     }
     assert all(t["name"] and isinstance(t["pass"], bool) for t in res["targets"])
+    c = res["daemon"]["c"]
+    for mode in ("rtt", "pipe", "sink", "source"):  # every placement ran and checked its messages
+        placements = ("", "_one_cpu", "_split") if len(os.sched_getaffinity(0)) > 1 else ("", "_one_cpu")
+        for key in (mode + p for p in placements):
+            assert c[key]["lost"] == 0 and c[key]["bad"] == 0 and c[key]["n"] > 0, key
     assert '"ok":true' in r.stdout.splitlines()[-1]  # the JSON object is the last line
     assert "targets" in r.stdout and "scaling" in r.stdout  # and the table before it
