@@ -24,6 +24,7 @@ session the way a crashing Zephyr would: the table is written afresh.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections import deque
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from ..rsc_table import (
 from ..vring import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, vring_offsets
 from .console import RamConsole
 from .device_vring import DeviceVring, RingViolation
+from .record import Recorder, RecordingVring
 
 log = logging.getLogger("rprocd.sim")
 
@@ -84,6 +86,7 @@ class Endpoint:
 
     __slots__ = (
         "name",
+        "raw",
         "addr",
         "kind",
         "peer",
@@ -95,14 +98,15 @@ class Endpoint:
         "sink_bytes",
     )
 
-    def __init__(self, name: str, addr: int, kind: int):
+    def __init__(self, name: str, addr: int, kind: int, raw: bytes | None = None):
         self.name, self.addr, self.kind = name, addr, kind
+        self.raw = name.encode() if raw is None else raw  # what the name-service message carries
         self.peer: int | None = None  # the host's address, learned from its first message
         self.rx_msgs = self.rx_bytes = self.tx_msgs = self.tx_bytes = 0
         self.sink_msgs = self.sink_bytes = 0  # what STAT reports: this session, STAT not counted
 
     def as_dict(self) -> dict[str, int | str | None]:
-        return {s: getattr(self, s) for s in self.__slots__}
+        return {s: getattr(self, s) for s in self.__slots__ if s != "raw"}
 
 
 class SourceJob:
@@ -143,6 +147,7 @@ class RemoteCore:
         any_da: bool = False,
         ring: Callable[[int], object] | None = None,
         pace: Callable[[], None] | None = None,
+        recorder: Recorder | None = None,
     ):
         problems = layout.check()
         if problems:
@@ -197,6 +202,11 @@ class RemoteCore:
         self._jobs: deque[SourceJob] = deque()
         self._tx_dirty = self._rx_dirty = False
         self._filler = memoryview(bytes(range(256)) * 2)[: self.max_payload]
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.attach_memory(self._bufs, self._buf_pa, self._buf_size)
+            for e in self.endpoints:
+                recorder.name_endpoint(e.addr, e.raw)
 
     # -- boot and the table ----------------------------------------------------------
 
@@ -205,6 +215,8 @@ class RemoteCore:
         if self.console:
             self.console.clear()
         self.trace_line("*** Booting rprocd simulated remote (Zephyr/OpenAMP) ***")
+        if self.recorder is not None:
+            self.recorder.note(f"boot {os.getpid()}")
         self._write_table()
         self.trace_line(f"rpmsg: resource table at {self.layout.table_pa:#x}, waiting for the host")
 
@@ -302,8 +314,12 @@ class RemoteCore:
         rings: list[DeviceVring] = []
         if problem is None:
             try:
-                for vr in vdev.vrings:
-                    rings.append(DeviceVring(self._win, self.layout.window.pa, vr.da, vr.num, vr.align, vr.notifyid))
+                for i, vr in enumerate(vdev.vrings):
+                    args = (self._win, self.layout.window.pa, vr.da, vr.num, vr.align, vr.notifyid)
+                    rec = self.recorder
+                    rings.append(
+                        DeviceVring(*args) if rec is None else RecordingVring(*args, recorder=rec, sends=i == 0)
+                    )
             except ValueError as err:
                 problem = str(err)
         if problem is not None:
@@ -318,6 +334,8 @@ class RemoteCore:
         self.features = DFEATURES & vdev.gfeatures
         self.state = ATTACHED
         self.stats.sessions += 1
+        if self.recorder is not None:
+            self.recorder.note(f"session {self.stats.sessions}")
         self._slot = -1
         for ept in self.endpoints:
             ept.peer = None
@@ -325,7 +343,7 @@ class RemoteCore:
         ns = bool(self.features & (1 << VIRTIO_RPMSG_F_NS))
         if ns:
             for ept in self.endpoints:
-                self._outq.append((ept.addr, RPMSG_NS_ADDR, NS_MSG.pack(ept.name.encode(), ept.addr, RPMSG_NS_CREATE)))
+                self._announce(ept)
         n = len(self.endpoints)
         how = "" if ns else " (name service off)"
         log.info(
@@ -373,6 +391,8 @@ class RemoteCore:
         self._jobs.clear()
         if self.state == ATTACHED:
             self.stats.sessions_ended += 1
+            if self.recorder is not None:
+                self.recorder.note(f"end {why}")
             log.info("session ended: %s", why)
             self.trace_line(f"rpmsg: session ended ({why})")
         self.state = WAITING
@@ -384,6 +404,91 @@ class RemoteCore:
         log.error("restarting: %s", why)
         self.trace_line(f"rpmsg: fatal: {why}; restarting")
         self._write_table()
+
+    def _announce(self, ept: Endpoint) -> None:
+        self._outq.append((ept.addr, RPMSG_NS_ADDR, NS_MSG.pack(ept.raw, ept.addr, RPMSG_NS_CREATE)))
+
+    # -- faults (``--fault``: rprocd.sim.faults calls these; never on the normal path) ---
+
+    def add_endpoints(self, raw_names: list[bytes], kind: int = ECHO) -> list[Endpoint]:
+        """More endpoints, announced now (if attached with name service) and in every later session."""
+        addr = max(e.addr for e in self.endpoints) + 1
+        added = []
+        for i, raw in enumerate(raw_names):
+            ept = Endpoint(raw.decode("utf-8", "backslashreplace"), addr + i, kind, raw)
+            self.endpoints.append(ept)
+            self._by_addr[ept.addr] = ept
+            if self.recorder is not None:
+                self.recorder.name_endpoint(ept.addr, raw)
+            if self.state == ATTACHED and self.features & (1 << VIRTIO_RPMSG_F_NS):
+                self._announce(ept)
+            added.append(ept)
+        return added
+
+    def corrupt_used(self, how: str) -> str | None:
+        """Publish one wrong used entry on vring0; what was done, or None when not possible now.
+
+        ``how``: ``id`` (a descriptor id past the table), ``long`` (a length
+        past the buffer) or ``short`` (a length shorter than an rpmsg header).
+        """
+        tx = self._tx
+        if self.state != ATTACHED or tx is None:
+            return None
+        if how == "id":
+            bad = tx.num if tx.used_idx & 1 else 0xFFFFFFFF  # just past the table, or as far as it gets
+            tx.put_used(bad, HDR_SIZE + 8)
+            self._tx_dirty = True
+            return f"vring0 used entry {(tx.used_idx - 1) & 0xFFFF}: descriptor {bad} of {tx.num}"
+        if not self._take_slot():
+            return None
+        length = self._buf_size + HDR_SIZE if how == "long" else HDR_SIZE // 2
+        d, off = self._slot, self._slot_off
+        HDR.pack_into(self._bufs, off, self.endpoints[0].addr, RPMSG_FIRST_ADDR, 0, 8, 0)
+        self._bufs[off + HDR_SIZE : off + HDR_SIZE + 8] = b"CORRUPT!"
+        tx.put_used(d, length)
+        self._slot = -1
+        self._tx_dirty = True
+        return f"vring0 used entry {(tx.used_idx - 1) & 0xFFFF}: descriptor {d} with length {length}"
+
+    def jump_used_index(self, ring: int) -> str | None:
+        """Move ``used.idx`` of vring ``ring`` (0 or 1) by more than the ring holds."""
+        r = (self._tx, self._rx)[ring]
+        if self.state != ATTACHED or r is None:
+            return None
+        before = r.used_idx
+        r.jump_used(r.num + 1 + before % r.num)
+        if ring:
+            self._rx_dirty = True
+        else:
+            self._tx_dirty = True
+        return f"vring{ring} used.idx {before} -> {r.used_idx}"
+
+    def kick_host(self) -> None:
+        """Ring the host for both vrings (after a fault, so that it looks at once)."""
+        for r in (self._tx, self._rx):
+            if r is not None:
+                self._ring(r.notifyid)
+
+    def rewrite_table(self) -> str | None:
+        """Write the boot-time table again under a live session, keeping the status byte.
+
+        What a remote that restarted without clearing its status would do.
+        The session is over for us; we wait (as after a refused layout) until
+        the host drops ``DRIVER_OK`` before we attach again.
+        """
+        if self.state != ATTACHED:
+            return None
+        st = self._status[0]
+        self._end_session("fault: table rewritten")
+        raw = bytearray(self._table_raw)
+        raw[self._vdev_off + VDEV_STATUS_OFF] = st
+        self._table[4:] = raw[4:]  # ver stays 1: the table never looks "not ready"
+        self.state = FAILED
+        return f"table rewritten with status {st:#04x} kept"
+
+    def restart(self, why: str) -> None:
+        """Start over as after a reset: fresh table, status 0."""
+        self._reboot(why)
 
     # -- the rings -------------------------------------------------------------------
 

@@ -101,6 +101,11 @@ class DeviceVring:
         self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
         self._used16[1] = idx
 
+    def jump_used(self, by: int) -> None:
+        """Move ``used.idx`` by ``by`` entries without writing them (fault injection only)."""
+        self.used_idx = idx = (self.used_idx + by) & 0xFFFF
+        self._used16[1] = idx
+
     def interrupt_wanted(self) -> bool:
         """The host wants a doorbell for new used entries (``VRING_AVAIL_F_NO_INTERRUPT`` clear)."""
         return not self._avail[0] & VRING_AVAIL_F_NO_INTERRUPT

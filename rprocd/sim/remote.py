@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
 import select
 import signal
 import sys
@@ -26,6 +27,8 @@ from types import FrameType
 from ..board import VirtualBoard
 from ..layout import TCC807X, Layout
 from .core import RemoteCore, SimStats
+from .faults import KINDS, FaultInjector, FaultPlan, parse_kinds
+from .record import Recorder
 
 log = logging.getLogger("rprocd.sim")
 
@@ -43,6 +46,9 @@ class SimRemote:
         layout: Layout = TCC807X,
         delay_us: int = 0,
         any_da: bool = False,
+        *,
+        faults: FaultPlan | None = None,
+        record: str | os.PathLike[str] | None = None,
     ):
         if delay_us < 0:
             raise ValueError("delay_us must be >= 0")
@@ -60,7 +66,9 @@ class SimRemote:
             def pace() -> None:
                 sleep(delay)
 
-        self.core = RemoteCore(self._view, layout, any_da=any_da, ring=self._ring, pace=pace)
+        self.recorder = Recorder(record) if record is not None else None
+        self.core = RemoteCore(self._view, layout, any_da=any_da, ring=self._ring, pace=pace, recorder=self.recorder)
+        self.faults = FaultInjector(faults, self.core) if faults is not None else None
         self.core.boot()
         self.board.bind()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -109,12 +117,28 @@ class SimRemote:
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        faults = self.faults
         while not self._stop_requested and not (stop is not None and stop.is_set()):
+            if faults is not None:
+                due = faults.poll(time.monotonic())
+                if faults.stopped:
+                    self._play_dead(poller, stop)
+                    break
             more = self.step()
             timeout = 0.0 if more else self.core.idle_timeout()
+            if faults is not None and due is not None:
+                timeout = min(timeout, due)
             if stop is not None:
                 timeout = min(timeout, 0.1)  # an Event cannot wake poll(); look at it now and then
             if poller.poll(int(timeout * 1000)):
+                self._drain_wake()
+
+    def _play_dead(self, poller: select.poll, stop: threading.Event | None) -> None:
+        """``stop-answering``: no ring service, no doorbells read, until stopped (no spinning either)."""
+        assert self.board.sock is not None
+        poller.unregister(self.board.sock.fileno())
+        while not self._stop_requested and not (stop is not None and stop.is_set()):
+            if poller.poll(100 if stop is not None else -1):
                 self._drain_wake()
 
     def request_stop(self) -> None:
@@ -139,6 +163,8 @@ class SimRemote:
             self._view.release()
             self._view = None
         self.board.close()
+        if self.recorder is not None:
+            self.recorder.close()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
@@ -168,6 +194,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="put FW_RSC_ADDR_ANY in the vring addresses: the host picks them and writes them back",
     )
     parser.add_argument(
+        "--fault",
+        metavar="KIND[,KIND...]",
+        help=f"test support: misbehave ({', '.join(KINDS)}; see rprocd.sim.faults)",
+    )
+    parser.add_argument(
+        "--fault-seed", type=int, default=None, metavar="N", help="seed for the fault draws (default: random, logged)"
+    )
+    parser.add_argument(
+        "--fault-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no fault before N messages were received and sent in all (default 0)",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="FILE",
+        help="test support: append a line to FILE for every message received and sent (see rprocd.sim.record)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -185,8 +231,27 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.delay_us < 0:
         log.error("--delay-us must be >= 0")
         return 2
+    plan = None
+    if getattr(args, "fault", None):
+        try:
+            kinds = parse_kinds(args.fault)
+        except ValueError as e:
+            log.error("--fault: %s", e)
+            return 2
+        if args.fault_after < 0:
+            log.error("--fault-after must be >= 0")
+            return 2
+        seed = args.fault_seed if args.fault_seed is not None else random.randrange(1 << 32)
+        plan = FaultPlan(kinds, seed, args.fault_after)
+        log.warning("faults %s after %d messages, seed %d", ",".join(kinds), plan.after, seed)
     try:
-        remote = SimRemote(args.board, delay_us=args.delay_us, any_da=args.any_da)
+        remote = SimRemote(
+            args.board,
+            delay_us=args.delay_us,
+            any_da=args.any_da,
+            faults=plan,
+            record=getattr(args, "record", None),
+        )
     except (OSError, ValueError) as e:
         log.error("cannot start on board %s: %s", args.board, e)
         return 1
