@@ -129,7 +129,8 @@ class RpmsgBus:
         self.tx_base = self.num * buf_size  # offset of the transmit half
         self._free: list[int] = list(range(self.num - 1, -1, -1))  # tx buffer (= descriptor) ids
         self.channels: dict[int, Channel] = {}  # by local address
-        self.by_name: dict[str, Channel] = {}
+        # by the name's bytes: two names that display alike (b"x\xff" and b"x\\xff") are two channels
+        self.by_name: dict[bytes, Channel] = {}
         self._next_addr = RPMSG_RESERVED_ADDRESSES
         self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
         self.stats = BusStats()
@@ -171,7 +172,7 @@ class RpmsgBus:
                 announced=bool(c.flags & F_ANNOUNCED),
             )
             self.channels[ch.local] = ch
-            self.by_name[name] = ch
+            self.by_name[c.raw_name] = ch
             self._next_addr = max(self._next_addr, ch.local + 1)
             self.events.channel_added(ch)
         return len(rx_back), len(tx_back)
@@ -287,7 +288,7 @@ class RpmsgBus:
             self._bad("ns_bad", f"name-service address {addr:#x} for {name!r}")
             return
         if flags & 1 == RPMSG_NS_DESTROY:
-            ch = self.by_name.get(name)
+            ch = self.by_name.get(raw)
             if ch is None or ch.remote != addr:
                 self._bad("ns_bad", f"destroy of unknown channel {name!r} at {addr:#x}")
                 return
@@ -295,14 +296,14 @@ class RpmsgBus:
             log.info("remote destroyed channel %r (addr %#x)", name, addr)
             self._remove(ch)
             return
-        old = self.by_name.get(name)
+        old = self.by_name.get(raw)
         if old is not None:
             if old.remote != addr:
                 self._bad("ns_bad", f"channel {name!r} announced again at {addr:#x} (is at {old.remote:#x})")
             return
         ch = Channel(name=name, remote=addr, local=self._alloc_addr(), raw_name=raw)
         self.channels[ch.local] = ch
-        self.by_name[name] = ch
+        self.by_name[raw] = ch
         self._save_state()
         self.stats.ns_created += 1
         log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
@@ -317,7 +318,7 @@ class RpmsgBus:
         raw = name.encode()
         if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
             raise RpmsgError(f"endpoint name {name!r} must be 1 to {NAME_SIZE - 1} bytes without NUL")
-        if name in self.by_name:
+        if raw in self.by_name:
             raise RpmsgError(f"an endpoint named {name!r} exists already")
         ch = Channel(name=name, remote=remote, local=self._alloc_addr(), raw_name=raw, host_created=True)
         if announce:
@@ -327,14 +328,14 @@ class RpmsgBus:
                 raise RpmsgError("no transmit buffer free for the announcement; try again")
             ch.announced = True
         self.channels[ch.local] = ch
-        self.by_name[name] = ch
+        self.by_name[raw] = ch
         self._save_state()
         self.events.channel_added(ch)
         return ch
 
     def destroy_endpoint(self, name: str) -> None:
         """Remove a host-created endpoint (announcing its end if it was announced)."""
-        ch = self.by_name.get(name)
+        ch = self.by_name.get(name.encode())
         if ch is None or not ch.host_created:
             raise RpmsgError(f"no host-created endpoint named {name!r}")
         if ch.announced:
@@ -350,8 +351,8 @@ class RpmsgBus:
 
     def _remove(self, ch: Channel, *, save: bool = True) -> None:
         self.channels.pop(ch.local, None)
-        if self.by_name.get(ch.name) is ch:
-            del self.by_name[ch.name]
+        if self.by_name.get(ch.raw_name) is ch:
+            del self.by_name[ch.raw_name]
         if save:
             self._save_state()
         self.events.channel_removed(ch)
