@@ -119,7 +119,7 @@ class SocketExport:
         self.policy_for = policy_for
         self.mode, self.gid = mode, gid
         self.exports: dict[int, EndpointExport] = {}  # by local address
-        self._paused = False
+        self._parked: deque[tuple[EndpointExport, _Client]] = deque()  # waiting for a tx buffer, in order
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
         self._poll = select.poll()
@@ -196,8 +196,7 @@ class SocketExport:
             c = _Client(sock)
             ex.clients.append(c)
             ex.stats.clients = len(ex.clients)
-            if not self._paused:
-                self._start_reading(ex, c)
+            self._start_reading(ex, c)
             if len(ex.clients) == 1:
                 self.transport.rx_unblocked()  # messages held for a client-less endpoint may flow
 
@@ -234,8 +233,7 @@ class SocketExport:
         sent = False
         for _ in range(_BATCH):
             if not t.tx_available():
-                self.pause()
-                t.wait_for_tx()
+                self._park(ex, c)
                 break
             try:
                 n = recv_into(buf, size, socket.MSG_TRUNC)
@@ -273,29 +271,31 @@ class SocketExport:
         finally:
             self._poll.unregister(c.fd)
 
-    def pause(self) -> None:
-        """Stop reading every client (no transmit buffer left)."""
-        if self._paused:
-            return
-        self._paused = True
-        for ex in self.exports.values():
-            for c in ex.clients:
-                if c.reading:
-                    self.loop.remove_reader(c.fd)
-                    c.reading = False
+    def _park(self, ex: EndpointExport, c: _Client) -> None:
+        """No transmit buffer: stop reading this client until one is back.
+
+        Only clients that actually have something to send get parked (lazily,
+        when they become readable), so running out of buffers costs in
+        proportion to the writers, not to every connected client; and they are
+        resumed in the order they parked, so every writer gets its turn.
+        """
+        if not self._parked:
+            self.transport.wait_for_tx()
+        if c.reading:
+            self.loop.remove_reader(c.fd)
+            c.reading = False
+        self._parked.append((ex, c))
 
     def resume(self) -> None:
-        """Transmit buffers are back: read clients again."""
-        if not self._paused:
-            return
-        self._paused = False
-        for ex in self.exports.values():
-            for c in ex.clients:
-                self._start_reading(ex, c)
+        """Transmit buffers are back: read the parked clients again, first parked first."""
+        parked = self._parked
+        while parked:
+            ex, c = parked.popleft()
+            self._start_reading(ex, c)  # epoll's ready list keeps this order
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        return bool(self._parked)
 
     # -- remote -> clients ---------------------------------------------------------
 
@@ -321,6 +321,7 @@ class SocketExport:
             return
         policy = ex.policy
         limit = policy.queue
+        dead: list[tuple[_Client, str]] | None = None
         for c in clients:
             q = c.queue
             if q:
@@ -340,9 +341,14 @@ class SocketExport:
                 c.writing = True
                 continue
             except OSError as e:
-                self._drop_client(ex, c, str(e))
+                if dead is None:
+                    dead = []
+                dead.append((c, str(e)))  # dropped after the loop: it walks this list
                 continue
             ex.stats.rx_delivered += 1
+        if dead:
+            for c, why in dead:
+                self._drop_client(ex, c, why)
 
     def _writable(self, ex: EndpointExport, c: _Client) -> None:
         q = c.queue
