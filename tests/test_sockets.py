@@ -78,11 +78,14 @@ def test_writers_park_in_order_when_no_buffer_is_free(tmp_path: Path) -> None:
         exp._readable(ex, c)
     assert exp.paused and stub.waits == 1  # one request for buffers, however many writers wait
     assert not any(c.reading for c in ex.clients)
-    stub.free = 3
+    assert stub.sent == []  # nothing read while parked
+    stub.free = 2
+    exp.resume()  # serves the parked writers in order until the buffers run out again
+    assert stub.sent == [b"\0\0\0", b"\1\1\1"]
+    assert exp.paused and [c.reading for c in ex.clients] == [True, False, False]  # 1 parks again: no buffer
+    stub.free = 2
     exp.resume()
+    assert stub.sent == [b"\0\0\0", b"\1\1\1", b"\2\2\2"]  # nothing lost, in the order they waited
     assert not exp.paused and all(c.reading for c in ex.clients)
-    for c in ex.clients:
-        exp._readable(ex, c)
-    assert stub.sent == [b"\0\0\0", b"\1\1\1", b"\2\2\2"]  # nothing read while parked, nothing lost
     exp.close()
     loop.close()

@@ -238,6 +238,7 @@ class SocketExport:
             try:
                 n = recv_into(buf, size, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
+                self._start_reading(ex, c)  # drained: wait for more (it may come from resume(), unregistered)
                 break
             except OSError as e:
                 self._drop_client(ex, c, str(e))
@@ -260,6 +261,8 @@ class SocketExport:
             t.send(ex.ch, view[:n])
             ex.stats.tx_records += 1
             sent = True
+        else:
+            self._start_reading(ex, c)  # batch done: others get their turn, then epoll brings it back
         if sent:
             t.flush()  # now, not on the next loop turn: latency; the remote's NO_NOTIFY batches kicks
 
@@ -287,11 +290,17 @@ class SocketExport:
         self._parked.append((ex, c))
 
     def resume(self) -> None:
-        """Transmit buffers are back: read the parked clients again, first parked first."""
+        """Transmit buffers are back: serve the parked clients at once, first parked first.
+
+        Each reads what it has until the buffers run out again (then it parks
+        at the back) or it is drained (then it waits on the loop as usual).
+        """
         parked = self._parked
-        while parked:
+        tx_available = self.transport.tx_available
+        while parked and tx_available():
             ex, c = parked.popleft()
-            self._start_reading(ex, c)  # epoll's ready list keeps this order
+            if not c.closed:
+                self._readable(ex, c)
 
     @property
     def paused(self) -> bool:
