@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _WORD = struct.Struct("<I")
+_DRAIN_FLAGS = int(socket.MSG_DONTWAIT | socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic per call is slow
 
 
 @dataclass
@@ -115,7 +116,7 @@ class VirtualBoard:
         buf = self._rxbuf
         while True:
             try:
-                got = recv_into(buf, len(buf), socket.MSG_DONTWAIT | socket.MSG_TRUNC)
+                got = recv_into(buf, 64, _DRAIN_FLAGS)
             except (BlockingIOError, InterruptedError):
                 break
             if got == 4:

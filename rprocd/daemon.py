@@ -342,19 +342,24 @@ class RemoteHost:
             return True
 
     def tx_available(self) -> bool:
+        return self.tx_credits() > 0
+
+    def tx_credits(self) -> int:
+        """How many messages can be sent now (free transmit buffers, reclaiming if there are none)."""
         s = self.session
         if s is None:
-            return False
+            return 0
         bus = s.bus
-        if bus.tx_free():
-            return True
+        n = bus.tx_free()
+        if n:
+            return n
         try:
             bus.reclaim_tx()
         except (VringError, MemoryAccessError) as e:
             self.stats.ring_errors += 1
             self._session_lost(f"ring error: {e}")
-            return False
-        return bus.tx_free() > 0
+            return 0
+        return bus.tx_free()
 
     def request_flush(self) -> None:
         if not self._flush_pending:

@@ -26,6 +26,9 @@ class Stub:
     def tx_available(self) -> bool:
         return self.free > 0
 
+    def tx_credits(self) -> int:
+        return self.free
+
     def request_flush(self) -> None:
         pass
 
