@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -22,3 +23,14 @@ def chgrp(target: str | Path | int, gid: int | None) -> None:
         os.fchown(target, -1, gid)
     else:
         os.chown(target, -1, gid)
+
+
+def clear_stale_sockets(directory: Path) -> None:
+    """Create ``directory`` and remove the sockets a previous run left in it (nothing else)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        try:
+            if stat.S_ISSOCK(entry.lstat().st_mode):
+                entry.unlink()
+        except FileNotFoundError:
+            pass

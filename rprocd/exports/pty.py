@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import termios
 import tty
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +41,9 @@ from ..daemon import RemoteHost
 from ..files import chgrp
 from ..names import safe_name
 from ..rpmsg import Channel
+from .base import HostExport
 
 log = logging.getLogger("rprocd.pty")
-
-DEFAULT_QUEUE = 256
 
 
 @dataclass
@@ -73,7 +70,7 @@ class _Pty:
     stats: PtyStats = field(default_factory=PtyStats)
 
 
-class PtyExport:
+class PtyExport(HostExport):
     """PTYs for the endpoints ``enabled_for(name)`` selects, on one remote.
 
     An observer of ``host`` (registers itself).  Synchronous: nothing to
@@ -81,43 +78,15 @@ class PtyExport:
     """
 
     export_kind = "pty"
+    subdir = "tty"
 
-    def __init__(
-        self,
-        host: RemoteHost,
-        runtime_dir: Path,
-        enabled_for: Callable[[str], bool],
-        *,
-        queue: int = DEFAULT_QUEUE,
-        mode: int = 0o660,
-    ):
-        self.host = host
-        self.loop = host.loop
-        self.dir = Path(runtime_dir) / safe_name(host.name) / "tty"
-        self.enabled_for = enabled_for
-        self.queue = queue
-        self.mode = mode
+    def _init_tables(self) -> None:
         self.ptys: dict[int, _Pty] = {}  # by local address
-        self._paused = False
-        self._waiting = False
         self.errors = 0
-        host.observers.append(self)
-        for ch in host.channels:  # endpoints that exist already
-            self.on_channel(host, ch, True)
 
-    # -- extension -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.close()
-
-    def close(self) -> None:
+    def _remove_all(self) -> None:
         for p in list(self.ptys.values()):
             self._remove(p)
-        with contextlib.suppress(ValueError):
-            self.host.observers.remove(self)
 
     # -- observer --------------------------------------------------------------------
 
@@ -320,25 +289,4 @@ class PtyExport:
         }
 
 
-def factory(runtime_dir: Path, enabled_for: Callable[[RemoteHost, str], bool]) -> Callable[[list[RemoteHost]], Any]:
-    """An extension factory for :func:`rprocd.app.serve`: one :class:`PtyExport` per host."""
-
-    def make(hosts: list[RemoteHost]) -> _Group:
-        return _Group([PtyExport(h, runtime_dir, functools.partial(enabled_for, h)) for h in hosts])
-
-    return make
-
-
-class _Group:
-    """Several per-host exports as one extension."""
-
-    def __init__(self, members: list[PtyExport]):
-        self.members = members
-
-    async def start(self) -> None:
-        for m in self.members:
-            await m.start()
-
-    async def stop(self) -> None:
-        for m in self.members:
-            await m.stop()
+factory = PtyExport.factory

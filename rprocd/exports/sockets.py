@@ -18,14 +18,13 @@ import logging
 import os
 import select
 import socket
-import stat
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..files import chgrp
+from ..files import chgrp, clear_stale_sockets
 from ..names import safe_name
 from ..rpmsg import Channel
 
@@ -131,13 +130,7 @@ class SocketExport:
 
     def prepare(self) -> None:
         """Create the directory and remove stale sockets a previous run left behind."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for entry in self.dir.iterdir():
-            try:
-                if stat.S_ISSOCK(entry.lstat().st_mode):
-                    entry.unlink()
-            except FileNotFoundError:
-                pass
+        clear_stale_sockets(self.dir)
         self.directory_ready = True
 
     def add(self, ch: Channel) -> EndpointExport | None:

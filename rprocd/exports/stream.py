@@ -25,26 +25,24 @@ Flow control, as the endpoint sockets:
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import socket
-import stat
 import struct
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..daemon import RemoteHost
+from ..files import clear_stale_sockets
 from ..names import safe_name
 from ..rpmsg import Channel
+from .base import HostExport
 
 log = logging.getLogger("rprocd.stream")
 
 LENGTH = struct.Struct(">H")
-DEFAULT_QUEUE = 256
 _READ = 8192
 
 
@@ -82,7 +80,7 @@ class _Endpoint:
     stats: StreamStats = field(default_factory=StreamStats)
 
 
-class StreamExport:
+class StreamExport(HostExport):
     """Stream sockets for the endpoints ``enabled_for(name)`` selects, on one remote.
 
     An observer of ``host`` (registers itself).  Synchronous: nothing to
@@ -90,52 +88,19 @@ class StreamExport:
     """
 
     export_kind = "stream"
+    subdir = "stream"
 
-    def __init__(
-        self,
-        host: RemoteHost,
-        runtime_dir: Path,
-        enabled_for: Callable[[str], bool],
-        *,
-        queue: int = DEFAULT_QUEUE,
-        mode: int = 0o660,
-    ):
-        self.host = host
-        self.loop = host.loop
-        self.dir = Path(runtime_dir) / safe_name(host.name) / "stream"
-        self.enabled_for = enabled_for
-        self.queue = queue
-        self.mode = mode
+    def _init_tables(self) -> None:
         self.endpoints: dict[int, _Endpoint] = {}
-        self._paused = False
-        self._waiting = False
         self._prepared = False
-        host.observers.append(self)
-        for ch in host.channels:
-            self.on_channel(host, ch, True)
-
-    # -- extension -------------------------------------------------------------------
-
-    async def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for ep in list(self.endpoints.values()):
-            self._remove(ep)
-        with contextlib.suppress(ValueError):
-            self.host.observers.remove(self)
 
     def _prepare(self) -> None:
-        """Create the directory and remove sockets a previous run left behind."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        for entry in self.dir.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                if stat.S_ISSOCK(entry.lstat().st_mode):
-                    entry.unlink()
+        clear_stale_sockets(self.dir)
         self._prepared = True
+
+    def _remove_all(self) -> None:
+        for ep in list(self.endpoints.values()):
+            self._remove(ep)
 
     # -- observer --------------------------------------------------------------------
 
@@ -381,25 +346,4 @@ class StreamExport:
         }
 
 
-def factory(runtime_dir: Path, enabled_for: Callable[[RemoteHost, str], bool]) -> Callable[[list[RemoteHost]], Any]:
-    """An extension factory for :func:`rprocd.app.serve`: one :class:`StreamExport` per host."""
-
-    def make(hosts: list[RemoteHost]) -> _Group:
-        return _Group([StreamExport(h, runtime_dir, functools.partial(enabled_for, h)) for h in hosts])
-
-    return make
-
-
-class _Group:
-    """Several per-host exports as one extension."""
-
-    def __init__(self, members: list[StreamExport]):
-        self.members = members
-
-    async def start(self) -> None:
-        for m in self.members:
-            await m.start()
-
-    async def stop(self) -> None:
-        for m in self.members:
-            await m.stop()
+factory = StreamExport.factory
