@@ -1,0 +1,478 @@
+"""Never lose a message: remote and daemon killed under traffic, and a hostile remote (issue 4).
+
+Real processes on a virtual board (``tests/conftest.py``).  The simulated
+remote records every message it receives and sends (``--record``, written
+before the message is published), the clients keep every sequence number
+they read, and the daemon's control socket gives its counters: together they
+account for each message.  Every wait is bounded; no assertion depends on
+how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from rprocd.client import Control, Endpoint, EndpointClosed
+from rprocd.names import safe_name
+from rprocd.sim.faults import HOSTILE_NAMES, parse_kinds
+from rprocd.sim.remote import add_arguments
+from tests.conftest import ENDPOINTS, Board, Procs, wait_for
+from tests.traffic import (
+    Client,
+    count_lines,
+    echo_payload,
+    endpoint_stats,
+    host_progress,
+    read_record,
+    seq_of,
+    stats,
+)
+
+ECHO, SOURCE = "rpmsg-client-sample", "rpmsg-source"
+
+
+def _progress(
+    echo: Client, source: Client, conn: int | None, n_echo: int, n_source: int, exactly: bool = False
+) -> bool:
+    """The clients read ``n_echo`` and ``n_source`` messages on connection ``conn`` (None: on all)."""
+    if conn is None:
+        got = len(echo.all_received()), len(source.all_received())
+    elif echo.connections == source.connections == conn + 1:
+        got = len(echo.received[conn]), len(source.received[conn])
+    else:
+        return False
+    return got == (n_echo, n_source) if exactly else got[0] >= n_echo and got[1] >= n_source
+
+
+def _resumed(procs: Procs, times: int) -> bool:
+    return procs.log("rprocd.log").count("resumed the live session") == times
+
+
+def _all_taken(board: Board) -> bool:
+    """The host has accepted everything the remote published on vring0 (nothing held in the ring)."""
+    used_idx, used_event = host_progress(board.dir)
+    return used_idx == used_event
+
+
+def test_remote_killed_20_times_under_traffic_nothing_lost_or_doubled(board: Board, tmp_path: Path) -> None:
+    """SIGKILL the remote at random moments of two streams; every accepted message reaches its client once.
+
+    Per killed remote: the daemon accepts, in ring order, a prefix of what the
+    remote published on each endpoint (its ``rx_msgs``); the client must have
+    read exactly that prefix.  What the remote published and the daemon never
+    took dies with the remote's session.  Across all remotes no echo request
+    was received twice and no echo was read twice.
+    """
+    rnd = random.Random(20)
+    rec = tmp_path / "record"
+    procs = board.procs
+    sim = procs.sim(board.dir, "--record", str(rec))
+    procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    echo = Client(board.ept_dir / ECHO, echo=True, window=16)
+    source = Client(board.ept_dir / SOURCE, request=b"20000 8")
+    echo.start()
+    source.start()
+    accepted: list[tuple[int, int]] = []
+    try:
+        for k in range(20):
+            need_echo, need_source = rnd.randint(1, 800), rnd.randint(1, 15000)
+            wait_for(
+                partial(_progress, echo, source, k, need_echo, need_source),
+                30,
+                f"traffic with remote #{k} (clients: {echo.error!r} {source.error!r})",
+            )
+            procs.stop(sim, signal.SIGKILL)
+            wait_for(lambda: _all_taken(board), 10, "the daemon to take what the dead remote published")
+            snap = stats(board.runtime)
+            e, s = endpoint_stats(snap, ECHO), endpoint_stats(snap, SOURCE)
+            for ept in (e, s):
+                lost = {key: n for key, n in ept.items() if key.startswith(("rx_no_client", "rx_dropped", "rx_lost"))}
+                assert not any(lost.values()), (ept["name"], lost)
+            wait_for(
+                partial(_progress, echo, source, k, e["rx_msgs"], s["rx_msgs"], exactly=True),
+                20,
+                f"the clients to read what the daemon accepted from remote #{k}: "
+                f"{e['rx_msgs']} echoes, {s['rx_msgs']} source messages",
+            )
+            accepted.append((e["rx_msgs"], s["rx_msgs"]))
+            sim = procs.sim(board.dir, "--record", str(rec))
+        wait_for(
+            lambda: echo.connections == source.connections == 21 and echo.current() and source.current(),
+            30,
+            "traffic with the last remote",
+        )
+    finally:
+        echo.stop()
+        source.stop()
+        procs.stop(sim)  # the last remote's record complete
+    assert echo.error is None and source.error is None, (echo.error, source.error)
+
+    remotes = read_record(rec)
+    assert len(remotes) == 21
+    for k, remote in enumerate(remotes):
+        assert len(remote.sessions) == 1, f"remote #{k} was attached {len(remote.sessions)} times"
+    for k, (remote, (n_echo, n_source)) in enumerate(zip(remotes, accepted, strict=False)):
+        sess = remote.sessions[0]
+        published_source = sess.tx_seqs(SOURCE)
+        assert published_source == list(range(len(published_source)))
+        assert echo.received[k] == sess.tx_seqs(ECHO)[:n_echo], f"echo, remote #{k}"
+        assert source.received[k] == published_source[:n_source], f"source, remote #{k}"
+    received_by_remotes = [seq for remote in remotes for seq in remote.sessions[0].rx_seqs(ECHO)]
+    assert len(received_by_remotes) == len(set(received_by_remotes)), "a remote received a record twice"
+    echoed_by_remotes = [seq for remote in remotes for seq in remote.sessions[0].tx_seqs(ECHO)]
+    assert len(echoed_by_remotes) == len(set(echoed_by_remotes)), "a remote echoed a record twice"
+    echoes = echo.all_received()
+    assert len(echoes) == len(set(echoes)), "an echo was read twice"
+    # (an echo is published before the request's own used entry: a remote killed in between
+    # echoed a record whose receipt its record does not show)
+    assert set(echoes) <= set(echoed_by_remotes)
+    assert sum(n for n, _ in accepted) > 0 and sum(n for _, n in accepted) > 0
+
+
+def test_daemon_killed_10_times_resumes_without_loss_or_duplicate(board: Board, tmp_path: Path) -> None:
+    """SIGKILL rprocd during two-way traffic; the restarted daemon resumes the remote's session.
+
+    Exact checks: every record the remote received comes back to the echo
+    client exactly once and the remote received none twice; the source
+    stream arrives in order without a duplicate; the remote ran one session
+    throughout.  Each resumed daemon must pick up exactly where its
+    predecessor's ``avail.used_event`` says: read from the board after each
+    kill, it splits the remote's record into what the dead daemon had
+    accepted and what was left for its successor, and every message of the
+    latter must reach the client.
+
+    Not expected back: records a client wrote that the dead daemon had not
+    put in the ring (lost with its socket; the remote never received them),
+    and -- a known gap, see ``test_daemon_killed_with_records_queued_for_a_slow_client``
+    -- the messages the dead daemon had accepted but still held in its
+    per-client queue because the client's socket was full: at most the queue
+    size, at the very end of what it accepted.  (Drop that allowance once the
+    gap is closed and that test passes.)
+    """
+    rnd = random.Random(10)
+    rec = tmp_path / "record"
+    procs = board.procs
+    sim = procs.sim(board.dir, "--record", str(rec))
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    total = 150_000
+    echo = Client(board.ept_dir / ECHO, echo=True, window=16)
+    source = Client(board.ept_dir / SOURCE, request=b"%d 8" % total, request_every_connection=False)
+    echo.start()
+    source.start()
+    kills: list[tuple[int, int]] = []  # (host's avail.used_event after the kill, lines in the record then)
+    try:
+        for k in range(10):
+            # (a connection does not stand for a daemon: while a killed daemon's descriptors are being
+            # closed, a client may get into its listener's backlog and be reset at once)
+            need_echo = len(echo.all_received()) + rnd.randint(50, 500)
+            need_source = (k + 1) * total // 12 + rnd.randint(0, total // 24)
+            wait_for(
+                partial(_progress, echo, source, None, need_echo, need_source),
+                30,
+                f"traffic through daemon #{k} (clients: {echo.error!r} {source.error!r})",
+            )
+            procs.stop(daemon, signal.SIGKILL)
+            kills.append((host_progress(board.dir)[1], count_lines(rec)))
+            daemon = procs.daemon(board.dir, board.runtime)
+            wait_for(partial(_resumed, procs, k + 1), 20, f"daemon #{k + 1} to resume")
+        wait_for(lambda: source.all_received()[-1:] == [total - 1], 60, "the end of the source stream")
+        echo.sending.clear()
+        wait_for(
+            lambda: count_lines(rec, f"rx {ECHO} ") <= len(set(echo.all_received())),
+            20,
+            "every record the remote received to come back",
+        )
+    finally:
+        echo.stop()
+        source.stop()
+        procs.stop(sim)  # its record complete
+    assert echo.error is None and source.error is None, (echo.error, source.error)
+
+    (remote,) = read_record(rec)
+    assert len(remote.sessions) == 1, "the remote's session was reset"
+    assert remote.sessions[0].end == "shutting down"  # by us, just now
+    sess = remote.sessions[0]
+    assert "resetting" not in procs.log("rprocd.log")
+
+    received = sess.rx_seqs(ECHO)
+    assert len(received) == len(set(received)), "the remote received a record twice"
+    echoes = echo.all_received()
+    assert sorted(echoes) == sorted(received), "an echo was lost or read twice"
+    assert sess.tx_seqs(ECHO) == received
+
+    assert sess.tx_seqs(SOURCE) == list(range(total))
+    got = source.all_received()
+    assert all(a < b for a, b in zip(got, got[1:], strict=False)), "source: out of order or read twice"
+    lost = set(range(total)) - set(got)
+    queue = 256  # the default per-client queue
+    explained = 0
+    for k, (used_event, lines) in enumerate(kills):
+        # the last message the dead daemon accepted: the used entry just before its used_event
+        last = next(m for m in reversed(sess.tx) if m.line < lines and m.idx == (used_event - 1) & 0xFFFF)
+        accepted = [m.seq for m in sess.tx if m.line <= last.line and m.ept == SOURCE]
+        tail = [s for s in accepted[-queue:] if s in lost]
+        assert tail == accepted[len(accepted) - len(tail) :], f"daemon #{k}: lost {tail}, not the end of its queue"
+        explained += len(tail)
+    assert explained == len(lost), f"source: {sorted(lost)[:20]}... lost after a resume"
+    print(f"source: {len(lost)} of {total} lost in killed daemons' client queues")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known gap: messages rprocd accepted from the ring but queued for a client whose socket is full "
+    "die with rprocd (docs/reliability.md, 'What a SIGKILL can still lose')",
+)
+def test_daemon_killed_with_records_queued_for_a_slow_client(board: Board) -> None:
+    """The gap: messages rprocd accepted but holds in a client's queue die with it (see docs/reliability.md).
+
+    The client stops reading until rprocd holds messages for it in memory
+    (its socket is full), then rprocd is killed and restarted; the client
+    reads everything.  Today the queued messages are lost; this passes once
+    rprocd stops taking from the ring what it cannot hand to the kernel.
+    """
+    procs = board.procs
+    procs.sim(board.dir)
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    total = 2000
+    s0 = stats(board.runtime)
+    held0 = s0["bus"]["held"]
+    sock = board.connect(SOURCE)
+    sock.send(b"%d 8" % total)
+
+    def backpressure() -> bool:
+        snap = stats(board.runtime)
+        e = endpoint_stats(snap, SOURCE)
+        return e["rx_msgs"] - e["rx_delivered"] >= 10 or snap["bus"]["held"] > held0
+
+    wait_for(backpressure, 20, "rprocd to hold messages back for the client that does not read")
+    procs.stop(daemon, signal.SIGKILL)
+    procs.daemon(board.dir, board.runtime)
+    got: list[int] = []
+    while True:  # what the dead daemon had handed over
+        try:
+            data = sock.recv(64)
+        except ConnectionResetError:
+            continue
+        if not data:
+            break
+        got.append(seq_of(data))
+    sock.close()
+    wait_for(lambda: "resumed the live session" in procs.log("rprocd.log"), 20, "the resume")
+    with board.connect(SOURCE) as s:
+        while got[-1:] != [total - 1]:
+            got.append(seq_of(s.recv(64)))
+    lost = sorted(set(range(total)) - set(got))
+    assert got == list(range(total)), f"{len(lost)} lost: {lost[:5]}...{lost[-5:]}"
+
+
+# -- a hostile remote -------------------------------------------------------------------------
+
+
+def _announceable(raw: bytes) -> bool:
+    """What a name-service message can carry as a name: 1 to 31 bytes before a NUL."""
+    return 0 < len(raw) < 32 and b"\0" not in raw
+
+
+def test_hostile_endpoint_names_stay_inside_the_endpoint_directory(board: Board, tmp_path: Path) -> None:
+    procs = board.procs
+    procs.sim(board.dir, "--fault", "hostile-names")
+    procs.daemon(board.dir, board.runtime)
+    hostile = [n for n in HOSTILE_NAMES if _announceable(n) and n.decode(errors="replace") not in ENDPOINTS]
+    expected = set(ENDPOINTS) | {safe_name(n) for n in hostile}
+    assert len(expected) == len(ENDPOINTS) + len(hostile)  # escaping is one-to-one
+    wait_for(lambda: board.endpoints() == expected, 20, f"the endpoints {sorted(expected)}")
+
+    # nothing anywhere but the control socket and the endpoint sockets
+    files = {p.relative_to(board.runtime) for p in board.runtime.rglob("*")}
+    assert files == {Path("control"), Path("main"), Path("main/ept")} | {Path("main/ept", n) for n in expected}
+    assert {p.name for p in tmp_path.iterdir()} <= {"board", "run", "sim.log", "rprocd.log"}
+    for p in board.ept_dir.iterdir():
+        assert p.resolve().parent == board.ept_dir.resolve() and p.is_socket()
+
+    # the hostile endpoints work, under their escaped names; the normal ones too
+    for raw in hostile:
+        with board.connect(safe_name(raw)) as s:
+            s.send(b"hi " + raw)
+            assert s.recv(64) == b"hi " + raw
+    with board.connect(ECHO) as s:
+        s.send(b"still here")
+        assert s.recv(64) == b"still here"
+
+    # the log shows the names escaped: no control character, nothing that is not ASCII
+    log = (tmp_path / "rprocd.log").read_bytes()
+    assert not set(log) & (set(range(0x20)) - {0x0A} | set(range(0x7F, 0x100))), "raw bytes of a name in the log"
+    for raw in hostile:
+        assert f"endpoint {safe_name(raw)} at ".encode() in log
+    assert log.count(b"name-service name is empty or not NUL-terminated") == 2
+    assert stats(board.runtime)["bus"]["ns_bad"] == 3  # those two, and rpmsg-tty announced again
+
+    # the listing through the control socket names every endpoint and its socket
+    with Control(board.runtime) as c:
+        listed = {e["exports"]["socket"]["path"] for e in c.endpoints("main")}
+    assert listed == {str(board.ept_dir / n) for n in expected}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known bug: rprocctl endpoints prints remote-supplied names raw (terminal escapes, newlines)",
+)
+def test_hostile_endpoint_names_are_escaped_in_rprocctl_endpoints(board: Board) -> None:
+    procs = board.procs
+    procs.sim(board.dir, "--fault", "hostile-names")
+    procs.daemon(board.dir, board.runtime)
+    wait_for(lambda: "ctl%01%1B%5B2J%7Fx" in board.endpoints(), 20, "the hostile endpoints")
+    out = subprocess.run(
+        [sys.executable, "-m", "rprocd.cli.ctl", "--runtime-dir", str(board.runtime), "endpoints"],
+        capture_output=True,
+        env=procs.env,
+        timeout=30,
+        check=True,
+    ).stdout
+    rows = out.splitlines()
+    assert len(rows) == 1 + len(board.endpoints()), "a name split a row"
+    assert not set(out) & (set(range(0x20)) - {0x0A}), "control characters from the remote reach the terminal"
+    names = [row.split()[0] for row in rows[1:]]
+    assert len(set(names)) == len(names), "two endpoints show under the same name"
+
+
+def _fault_notes(rec: Path, kind: str) -> list[str]:
+    return [f for p in read_record(rec) for f in p.faults if f.startswith(kind + " ")]
+
+
+@pytest.mark.parametrize("kind", ["corrupt-desc", "jump-index", "rewrite-table"])
+def test_broken_ring_or_table_resets_the_session_and_the_daemon_carries_on(
+    board: Board, tmp_path: Path, kind: str
+) -> None:
+    """Each fault that breaks the session is reported, the session reset and attached again; a message
+    with a wrong length is dropped and counted, never delivered."""
+    rec = tmp_path / "record"
+    procs = board.procs
+    sim = procs.sim(board.dir, "--fault", kind, "--fault-seed", "3", "--record", str(rec))
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    echo = Client(board.ept_dir / ECHO, echo=True, window=4)
+    echo.start()
+    try:
+        wait_for(
+            lambda: len(_fault_notes(rec, kind)) >= 4 and echo.connections >= 3 and echo.current(),
+            30,
+            f"4 faults ({kind}) and echoes after the daemon attached again",
+        )
+    finally:
+        procs.stop(sim)  # no more faults: the record is final
+        echo.stop()
+    notes = _fault_notes(rec, kind)
+    if kind == "corrupt-desc":
+        breaking = sum(" descriptor " in n and " of " in n for n in notes)  # an id past the table
+        counter = "ring_errors"
+        reason = "ring error: vring 0x200c8000: used entry"
+    elif kind == "jump-index":
+        breaking, counter, reason = len(notes), "ring_errors", "ring error: vring 0x200c"
+    else:
+        breaking, counter, reason = len(notes), "table_errors", "rewrote its resource table under a live session"
+    assert breaking >= 1
+
+    def settled() -> bool:
+        h = stats(board.runtime)["host"]
+        return h[counter] == h["sessions_lost"] == breaking and h["attaches"] == breaking + 1
+
+    wait_for(settled, 10, f"the daemon to report {breaking} broken sessions and attach again after each")
+    assert daemon.poll() is None
+    log = procs.log("rprocd.log")
+    assert log.count(reason) == breaking, log[-3000:]
+    assert "Traceback" not in log
+    if kind == "corrupt-desc" and breaking < len(notes):
+        assert "used length" in log  # a wrong length: that message dropped, the session kept
+    got = echo.all_received()
+    assert len(got) == len(set(got)) and set(got) <= set(echo.sent), "an echo that was never sent, or twice"
+
+
+def test_remote_restarting_at_random_is_attached_again_each_time(board: Board, tmp_path: Path) -> None:
+    rec = tmp_path / "record"
+    procs = board.procs
+    sim = procs.sim(board.dir, "--fault", "restart-random", "--fault-seed", "5", "--record", str(rec))
+    procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    echo = Client(board.ept_dir / ECHO, echo=True, window=4)
+    echo.start()
+    try:
+        wait_for(
+            lambda: len(_fault_notes(rec, "restart-random")) >= 3 and echo.connections >= 3 and echo.current(),
+            30,
+            "3 restarts and echoes after the daemon attached again",
+        )
+    finally:
+        procs.stop(sim)
+        echo.stop()
+    restarts = len(_fault_notes(rec, "restart-random"))
+
+    def settled() -> bool:
+        h = stats(board.runtime)["host"]
+        return h["sessions_lost"] == restarts and h["attaches"] == restarts + 1
+
+    wait_for(settled, 10, f"{restarts} sessions lost and attached again")
+    h = stats(board.runtime)["host"]
+    assert (h["resets"], h["ring_errors"], h["table_errors"]) == (0, 0, 0)  # a fresh table needs no reset
+    (remote,) = read_record(rec)
+    assert restarts <= len(remote.sessions) <= restarts + 1  # (stopped before or after the last attach)
+    assert [s.end for s in remote.sessions[:restarts]] == ["fault: restart-random"] * restarts
+
+
+def test_fault_options() -> None:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    a = p.parse_args(["--board", "b", "--fault", "jump-index,hostile-names", "--fault-seed", "9", "--record", "r"])
+    assert (a.fault, a.fault_seed, a.fault_after, a.record) == ("jump-index,hostile-names", 9, 0, "r")
+    assert parse_kinds("jump-index, hostile-names,jump-index") == ("jump-index", "hostile-names")
+    with pytest.raises(ValueError, match="unknown fault kind 'jump'"):
+        parse_kinds("jump")
+    out = subprocess.run(
+        [sys.executable, "-m", "rprocd.sim.remote", "--board", "/nonexistent/x", "--fault", "nope"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and b"unknown fault kind 'nope'" in out.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="known bug: rprocd.client.Endpoint.recv takes the ECONNRESET Linux reports first for a dead daemon "
+    "as the end, and drops the records that daemon had already handed over",
+)
+def test_client_library_reads_what_a_killed_daemon_handed_over(board: Board) -> None:
+    """A killed daemon's last deliveries are still in the client's socket; the library must return them."""
+    procs = board.procs
+    procs.sim(board.dir, "--delay-us", "50000")  # a slow remote: the daemon reads our records slowly
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    with Endpoint.open(ECHO, runtime_dir=board.runtime) as ept:
+        for i in range(20):
+            ept.send(echo_payload(i))  # most of them wait, unread, in the daemon's end of the socket
+        wait_for(
+            lambda: endpoint_stats(stats(board.runtime), ECHO)["rx_delivered"] >= 3,
+            20,
+            "three echoes handed over to the client's socket",
+        )
+        delivered = endpoint_stats(stats(board.runtime), ECHO)["rx_delivered"]
+        procs.stop(daemon, signal.SIGKILL)
+        got = []
+        try:
+            while True:
+                got.append(seq_of(ept.recv(timeout=10)))
+        except EndpointClosed:
+            pass
+    assert got == list(range(len(got))) and len(got) >= delivered, f"read {got}, {delivered} were handed over"
