@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from rprocd.layout import TCC807X
 from tests.conftest import Board, wait_for
 from tests.traffic import cpu_ticks, endpoint_stats, read_record, seq_of, stats
 
@@ -26,24 +27,28 @@ SOURCE, SINK = "rpmsg-source", "rpmsg-sink"
 TOTAL = 100_000
 PAUSE_EVERY = 1000
 
-CONFIG = """\
+
+def config(ept: str, overflow: str, queue: int) -> str:
+    """A config file for the simulated tcc807x board with one endpoint's policy."""
+    t = TCC807X
+    table = f"offset = {t.rsc_offset:#x}, max_size = {t.rsc_size:#x}"
+    return f"""
 [remote.main]
-backend = "sim"
-shm       = {{ pa = 0x200c6000, size = 0x8000 }}
-rsc_table = {{ pa = 0x200c6000, size = 0x2000, offset = 0x3b8, max_size = 0x1000 }}
-vring0    = {{ pa = 0x200c8000, size = 0x1000 }}
-vring1    = {{ pa = 0x200c9000, size = 0x1000 }}
-buffers   = {{ pa = 0x200ca000, size = 0x4000 }}
+shm = {{ pa = {t.window.pa:#x}, size = {t.window.size:#x} }}
+rsc_table = {{ pa = {t.table_region.pa:#x}, size = {t.table_region.size:#x}, {table} }}
+vring0 = {{ pa = {t.vrings[0].pa:#x}, size = {t.vrings[0].size:#x} }}
+vring1 = {{ pa = {t.vrings[1].pa:#x}, size = {t.vrings[1].size:#x} }}
+buffers = {{ pa = {t.buffers.pa:#x}, size = {t.buffers.size:#x} }}
 
 [remote.main.endpoint."{ept}"]
 overflow = "{overflow}"
 queue = {queue}
-"""
+"""  # fmt: skip
 
 
 def start(board: Board, tmp_path: Path, *sim_args: str, overflow: str = "block", queue: int = 256) -> None:
     cfg = tmp_path / "rprocd.toml"
-    cfg.write_text(CONFIG.format(ept=SOURCE, overflow=overflow, queue=queue))
+    cfg.write_text(config(SOURCE, overflow, queue))
     board.procs.sim(board.dir, *sim_args)
     board.procs.daemon(board.dir, board.runtime, "-c", str(cfg))
     board.wait_endpoints()
