@@ -53,6 +53,10 @@ __all__ = [
 DEFAULT_RUNTIME_DIR = Path(os.environ.get("RPROCD_RUNTIME_DIR", "/run/rprocd"))
 MAX_PAYLOAD = 496  # bytes in one rpmsg message (512-byte buffer less the 16-byte header)
 _RECV_SIZE = MAX_PAYLOAD + 16  # a little more, so an oversized record is seen, not silently cut
+# When rprocd dies with records of ours unread, Linux reports ECONNRESET once,
+# then still returns the records rprocd had handed over, then end of file:
+# a reset is read past (a few times at most), never taken as the end.
+_RESETS = 3
 SCHEMA_VERSION = 1
 
 
@@ -130,10 +134,14 @@ class Endpoint:
     def recv(self, timeout: float | None = None) -> bytes:
         """The next message from the remote; raises :class:`TimeoutError` or :class:`EndpointClosed`."""
         self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(_RECV_SIZE)
-        except ConnectionResetError:
-            raise EndpointClosed(f"endpoint {self.name!r} is gone") from None
+        for _ in range(_RESETS):
+            try:
+                data = self.sock.recv(_RECV_SIZE)
+                break
+            except ConnectionResetError:
+                continue  # see _RESETS: what a dead rprocd handed over still follows
+        else:
+            raise EndpointClosed(f"endpoint {self.name!r} is gone")
         if not data and _hung_up(self.sock):
             raise EndpointClosed(f"endpoint {self.name!r} is gone")
         return data
@@ -193,11 +201,15 @@ class AsyncEndpoint:
 
     async def recv(self, timeout: float | None = None) -> bytes:
         """The next message; raises :class:`TimeoutError` or :class:`EndpointClosed`."""
-        try:
-            async with asyncio.timeout(timeout):
-                data = await self._loop.sock_recv(self.sock, _RECV_SIZE)
-        except ConnectionResetError:
-            raise EndpointClosed(f"endpoint {self.name!r} is gone") from None
+        async with asyncio.timeout(timeout):
+            for _ in range(_RESETS):
+                try:
+                    data = await self._loop.sock_recv(self.sock, _RECV_SIZE)
+                    break
+                except ConnectionResetError:
+                    continue  # see _RESETS: what a dead rprocd handed over still follows
+            else:
+                raise EndpointClosed(f"endpoint {self.name!r} is gone")
         if not data and _hung_up(self.sock):
             raise EndpointClosed(f"endpoint {self.name!r} is gone")
         return data

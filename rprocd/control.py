@@ -35,6 +35,7 @@ from . import __version__
 from . import rsc_table as rt
 from .daemon import RemoteHost
 from .files import chgrp
+from .names import safe_name
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import read_table
 from .trace import TraceReader
@@ -178,6 +179,7 @@ def endpoint_list(host: RemoteHost) -> list[dict[str, Any]]:
             {
                 "remote_name": host.name,
                 "name": ch.name,
+                "escaped": safe_name(ch.raw_name or ch.name),
                 "local": ch.local,
                 "remote": None if ch.remote == RPMSG_ADDR_ANY else ch.remote,
                 "host_created": ch.host_created,

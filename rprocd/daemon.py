@@ -459,10 +459,11 @@ class RemoteHost:
             self._grace_until = 0.0
         return ok
 
-    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
-        self.sockets.deliver(ch, payload)
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
+        done = self.sockets.deliver(ch, payload)
         for o in self.observers:
             o.on_rx(self, ch, payload)
+        return done
 
     # -- figures -------------------------------------------------------------------
 

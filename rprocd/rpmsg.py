@@ -79,8 +79,14 @@ class BusEvents(Protocol):
         """Whether a message for ``ch`` can be taken now; False holds it in the ring."""
         ...
 
-    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
-        """Take one message (only after :meth:`can_deliver` said yes)."""
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
+        """Take one message (only after :meth:`can_deliver` said yes).
+
+        True when it is wholly handed over; False when some of it waits in the
+        consumer's memory for a slow reader: the bus then keeps the ring entry
+        (not recorded, buffer not re-posted) until :meth:`can_deliver` says the
+        reader caught up, so a host killed meanwhile finds it again.
+        """
         ...
 
 
@@ -97,6 +103,7 @@ class BusStats:
     ns_destroyed: int = 0
     tx_waits: int = 0  # a send found the pool empty
     held: int = 0  # deliveries refused by a consumer (backpressure)
+    parked: int = 0  # deliveries that waited, handed over, for a slow reader
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -133,6 +140,7 @@ class RpmsgBus:
         self.by_name: dict[bytes, Channel] = {}
         self._next_addr = RPMSG_RESERVED_ADDRESSES
         self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
+        self._parked: tuple[int, Channel] | None = None  # rx desc handed over, partly waiting for a slow reader
         self.stats = BusStats()
         spare_pa = buffers.pa + need
         self.state = HostState(mem, spare_pa, buffers.end - spare_pa)
@@ -201,6 +209,14 @@ class RpmsgBus:
         """Handle every message the remote has sent; returns how many."""
         rx = self.rx
         n = 0
+        parked = self._parked
+        if parked is not None:
+            desc, ch = parked
+            if not self.events.can_deliver(ch):
+                return 0  # the slow reader still has it queued
+            self._parked = None
+            rx.record_used()  # now wholly delivered
+            rx.add(desc, self.pool_pa + desc * self.buf_size, self.buf_size, VRING_DESC_F_WRITE)
         held = self._held
         if held is not None:
             self._held = None
@@ -246,14 +262,19 @@ class RpmsgBus:
                     if ch.remote == RPMSG_ADDR_ANY:
                         ch.remote = src  # a host-created endpoint learns its peer from the first message
                         self._save_state()
-                    self.rx.record_used()
-                    self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
+                    rx = self.rx
+                    rx.record_used()  # accepted, just before it is handed over
                     ch.rx_msgs += 1
                     ch.rx_bytes += mlen
                     self.stats.rx_msgs += 1
                     self.stats.rx_bytes += mlen
-                    self.events.deliver(ch, src, data)
-                    return True
+                    if self.events.deliver(ch, src, data):
+                        rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
+                        return True
+                    rx.record_used(back=1)  # partly queued in our memory: the ring keeps it until it is out
+                    self._parked = (desc, ch)
+                    self.stats.parked += 1
+                    return False
                 elif dst == RPMSG_NS_ADDR and self.ns:
                     self._name_service(data, src)
                 else:

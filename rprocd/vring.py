@@ -127,9 +127,12 @@ class Vring:
         self.inflight = sum(out)
         return [d for d in range(num) if not out[d]]
 
-    def record_used(self) -> None:
-        """Leave our progress through the used ring in shared memory, for :meth:`adopt`."""
-        self._avail[2 + self.num] = self.last_used
+    def record_used(self, back: int = 0) -> None:
+        """Leave our progress through the used ring in shared memory, for :meth:`adopt`.
+
+        ``back`` leaves the last ``back`` entries taken counted as not done yet.
+        """
+        self._avail[2 + self.num] = (self.last_used - back) & 0xFFFF
 
     # -- driver -> device --------------------------------------------------------
 

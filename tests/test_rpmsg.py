@@ -20,6 +20,7 @@ class Events:
         self.removed: list[Channel] = []
         self.got: list[tuple[str, int, bytes]] = []
         self.accept = True
+        self.queue_it = False  # play a consumer that had to queue the message for a slow reader
 
     def channel_added(self, ch: Channel) -> None:
         self.added.append(ch)
@@ -30,8 +31,9 @@ class Events:
     def can_deliver(self, ch: Channel) -> bool:
         return self.accept
 
-    def deliver(self, ch: Channel, src: int, payload: bytes) -> None:
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
         self.got.append((ch.name, src, payload))
+        return not self.queue_it
 
 
 class Remote:
@@ -138,6 +140,26 @@ def test_refused_delivery_stays_in_the_ring(rig) -> None:
     ev.accept = True
     assert bus.process_rx() == 2
     assert [p for _, _, p in ev.got] == [b"1", b"2"]
+
+
+def test_message_queued_for_a_slow_reader_stays_in_the_ring_until_it_is_out(rig) -> None:
+    s, remote, ev = rig
+    bus, rx = s.bus, s.rings[0]
+    remote.announce(b"a", 1024)
+    bus.process_rx()
+    ch = ev.added[0]
+    ev.queue_it = True
+    remote.send(1024, ch.local, b"1")
+    remote.send(1024, ch.local, b"2")
+    assert bus.process_rx() == 0
+    assert [p for _, _, p in ev.got] == [b"1"]  # handed over once, and nothing after it taken
+    assert rx._avail[2 + rx.num] == 1  # used_event: a successor would deliver "1" again
+    ev.accept = False  # the reader has not caught up
+    assert bus.process_rx() == 0
+    ev.accept, ev.queue_it = True, False
+    assert bus.process_rx() == 1  # "1" is now out: recorded, its buffer re-posted; then "2"
+    assert [p for _, _, p in ev.got] == [b"1", b"2"]
+    assert rx._avail[2 + rx.num] == 3
 
 
 def test_transmit_pool_runs_dry_then_refills(rig) -> None:

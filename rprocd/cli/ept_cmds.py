@@ -62,12 +62,13 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
     if not eps:
         print(f"no endpoints on {args.remote}")
         return 0
-    width = max(len(e["name"]) for e in eps)
+    # names come from the remote: show them escaped, as their socket files are named
+    width = max(len(e["escaped"]) for e in eps)
     print(f"{'NAME':<{width}}  {'LOCAL':>6}  {'REMOTE':>6}  CLIENTS  {'RX':>8}  {'TX':>8}  EXPORTS")
     for e in eps:
         exports = ",".join(e["exports"]) + (" (host)" if e["host_created"] else "")
         print(
-            f"{e['name']:<{width}}  {hexaddr(e['local']):>6}  {hexaddr(e['remote']):>6}  {e['clients']:>7}  "
+            f"{e['escaped']:<{width}}  {hexaddr(e['local']):>6}  {hexaddr(e['remote']):>6}  {e['clients']:>7}  "
             f"{e['rx_msgs']:>8}  {e['tx_msgs']:>8}  {exports}"
         )
     return 0

@@ -36,6 +36,14 @@ _BATCH = 64  # records read from one client per wake-up, for fairness between cl
 
 @dataclass(frozen=True)
 class EndpointPolicy:
+    """What happens to the remote's messages for a client that reads slowly.
+
+    ``block``: the client's socket buffer is the queue; when it is full the
+    remote waits (nothing is lost, even if rprocd is killed).  ``drop-oldest``
+    / ``drop-newest``: up to ``queue`` more messages wait in rprocd's memory
+    per client, then the oldest or the newest is dropped and counted.
+    """
+
     overflow: str = "block"
     queue: int = 256
 
@@ -308,13 +316,18 @@ class SocketExport:
     # -- remote -> clients ---------------------------------------------------------
 
     def can_deliver(self, ch: Channel) -> bool:
-        """False while an endpoint with the ``block`` policy has a client whose queue is full."""
+        """False while an endpoint with the ``block`` policy has a client with a message still queued.
+
+        With ``block`` the client's socket buffer is the queue: rprocd holds at
+        most the one message a full socket refused, and takes nothing more
+        from the ring meanwhile, so what is not yet with a client stays in
+        shared memory, where a restarted rprocd finds it.
+        """
         ex = self.exports.get(ch.local)
         if ex is None or ex.policy.overflow != "block":
             return True
-        limit = ex.policy.queue
         for c in ex.clients:  # noqa: SIM110 - a plain loop: this runs once per message, all() + genexpr costs more
-            if len(c.queue) >= limit:
+            if c.queue:
                 return False
         return True
 
@@ -322,17 +335,19 @@ class SocketExport:
         ex = self.exports.get(ch.local)
         return ex is not None and bool(ex.clients)
 
-    def deliver(self, ch: Channel, payload: bytes) -> None:
+    def deliver(self, ch: Channel, payload: bytes) -> bool:
+        """Send to every client; False when a ``block`` client's full socket made us queue it."""
         ex = self.exports.get(ch.local)
         if ex is None:
-            return
+            return True
         clients = ex.clients
         if not clients:
             ex.stats.rx_no_client += 1
-            return
+            return True
         policy = ex.policy
         limit = policy.queue
         dead: list[tuple[_Client, str]] | None = None
+        done = True
         for c in clients:
             q = c.queue
             if q:
@@ -350,6 +365,7 @@ class SocketExport:
                 q.append(payload)
                 self.loop.add_writer(c.fd, self._writable, ex, c)
                 c.writing = True
+                done = False
                 continue
             except OSError as e:
                 if dead is None:
@@ -360,10 +376,10 @@ class SocketExport:
         if dead:
             for c, why in dead:
                 self._drop_client(ex, c, why)
+        return done or policy.overflow != "block"
 
     def _writable(self, ex: EndpointExport, c: _Client) -> None:
         q = c.queue
-        was_full = len(q) >= ex.policy.queue
         send = c.sock.send
         while q:
             try:
@@ -378,5 +394,5 @@ class SocketExport:
         if not q:
             self.loop.remove_writer(c.fd)
             c.writing = False
-        if was_full and len(q) < ex.policy.queue and ex.policy.overflow == "block":
-            self.transport.rx_unblocked()
+        if not q and ex.policy.overflow == "block":
+            self.transport.rx_unblocked()  # the bus may take the next message
