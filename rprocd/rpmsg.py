@@ -102,7 +102,7 @@ class BusStats:
     ns_created: int = 0
     ns_destroyed: int = 0
     tx_waits: int = 0  # a send found the pool empty
-    held: int = 0  # deliveries refused by a consumer (backpressure)
+    held: int = 0  # times a consumer held the remote back (backpressure), parked ones included
     parked: int = 0  # deliveries that waited, handed over, for a slow reader
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -274,6 +274,7 @@ class RpmsgBus:
                     rx.record_used(back=1)  # partly queued in our memory: the ring keeps it until it is out
                     self._parked = (desc, ch)
                     self.stats.parked += 1
+                    self.stats.held += 1  # the remote is held back all the same
                     return False
                 elif dst == RPMSG_NS_ADDR and self.ns:
                     self._name_service(data, src)
