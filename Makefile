@@ -53,8 +53,8 @@ test: ensure-deps
 
 lint:
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check rprocd tests
-	$(PYTHON) -m mypy rprocd tests
+	$(PYTHON) -m ruff format --check rprocd tests bench
+	$(PYTHON) -m mypy rprocd tests bench
 
 # The simulated remote in the background, the daemon in the foreground; the
 # remote goes when the daemon does (normal exit, Ctrl-C or a kill).
