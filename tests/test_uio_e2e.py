@@ -9,8 +9,7 @@ backend; only its doorbell is the board's datagram sockets (``driver =
 
 Two ways to run the daemon:
 
-* ``rprocd -c CONFIG --runtime-dir DIR`` - the real command line (it skips
-  with a reason only if the CLI in the tree does not read ``-c``);
+* ``rprocd -c CONFIG --runtime-dir DIR`` - the real command line;
 * this file as a program: config -> :func:`rprocd.backends.factory.open_platform`
   -> :func:`rprocd.app.serve`, the same pieces the CLI wires together.
 """
