@@ -481,7 +481,7 @@ class RemoteHost:
         if s is not None:
             bus = s.bus
             out["features"] = s.features
-            out["bus"] = {k: v for k, v in vars(bus.stats).items() if k != "errors"}
+            out["bus"] = vars(bus.stats).copy()
             out["tx_free"] = bus.tx_free()
             out["rings"] = [{"pa": r.pa, "num": r.num, "inflight": r.inflight} for r in s.rings]
         out["endpoints"] = [

@@ -94,4 +94,9 @@ class HostState:
         for i in range(count):
             raw, remote, local, flags = RECORD.unpack_from(body, i * RECORD.size)
             out.append(SavedChannel(raw.split(b"\0", 1)[0], remote, local, flags))
+        # shared memory is the remote's to scribble on too: only a table we could have written is trusted
+        if len({c.local for c in out}) != count or len({c.raw_name for c in out}) != count:
+            return "saved host state names a channel twice"
+        if any(not c.raw_name or not 1024 <= c.local < 0xFFFFFFFF for c in out):
+            return "saved host state holds a channel no host gave out"
         return out

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
@@ -104,7 +104,6 @@ class BusStats:
     tx_waits: int = 0  # a send found the pool empty
     held: int = 0  # times a consumer held the remote back (backpressure), parked ones included
     parked: int = 0  # deliveries that waited, handed over, for a slow reader
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class RpmsgBus:
