@@ -2,8 +2,10 @@
 
 :class:`RemoteHost` is the attach state machine for one remote processor::
 
-    waiting --(valid table, status 0)--> attached --(status lost / ring error)--> waiting
-       \\--(table says DRIVER_OK: an earlier host died)--> reset (status 0, ring, wait) --> waiting
+    waiting --(valid table, status 0)--> attached --(status lost / table changed / ring error)--> waiting
+       |--(DRIVER_OK when rprocd starts, the saved state checks out)--> attached (resumed, see Session.resume)
+       \\--(DRIVER_OK otherwise: a session nobody can take over)--> reset (status 0, ring, wait) --> waiting
+    any state --(rprocctl stop)--> offline --(rprocctl start)--> waiting   (opt-in lifecycle)
 
 Wake-ups: a doorbell from the remote services the rings at once; besides that
 one timer per remote (``CHECK_INTERVAL``, a few times a second) looks at the
