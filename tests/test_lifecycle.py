@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 from rprocd.app import RemoteSpec, serve
@@ -17,7 +18,7 @@ from rprocd.backends.sim import open_board
 from rprocd.client import AsyncControl, ControlError
 from rprocd.control import factory as control_factory
 from rprocd.layout import TCC807X
-from tests.conftest import ENDPOINTS, Procs
+from tests.conftest import ENDPOINTS, Board, Procs
 
 
 class SimCore:
@@ -97,3 +98,15 @@ def test_stop_start_restart(procs: Procs, tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert core.calls == ["start", "stop", "start", "stop", "start"]
+
+
+def test_rprocctl_stop_without_a_lifecycle_is_one_clear_line(running: Board) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rprocd.cli.ctl", "--runtime-dir", str(running.runtime), "stop"],
+        capture_output=True,
+        text=True,
+        env=running.procs.env,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip() == "rprocctl stop: no lifecycle configured for main ([remote.main.lifecycle])"

@@ -194,6 +194,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     return 0
 
 
+@guarded
 def cmd_power(args: argparse.Namespace) -> int:
     with control(args) as c:
         result = c.request("lifecycle", remote=args.remote, action=args.command)
