@@ -217,7 +217,9 @@ class RecProcess:
 def read_record(path: Path) -> list[RecProcess]:
     """The record file, one :class:`RecProcess` per ``boot`` line."""
     procs: list[RecProcess] = []
-    for n, line in enumerate(path.read_text().splitlines()):
+    text = path.read_text()
+    lines = text.split("\n")[:-1]  # the last piece is "" or a line the remote is still writing: not read yet
+    for n, line in enumerate(lines):
         word, _, rest = line.partition(" ")
         if word == "boot":
             procs.append(RecProcess(int(rest)))
