@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger("rprocd")
 
 
 def chgrp(target: str | Path | int, gid: int | None) -> None:
@@ -34,3 +39,17 @@ def clear_stale_sockets(directory: Path) -> None:
                 entry.unlink()
         except FileNotFoundError:
             pass
+
+
+def accept_all(listener: socket.socket, path: Path) -> Iterator[socket.socket]:
+    """Every connection waiting on a non-blocking listener, made non-blocking; an error ends it, logged."""
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning("accept on %s: %s", path, e)
+            return
+        sock.setblocking(False)
+        yield sock

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..files import chgrp, clear_stale_sockets
+from ..files import accept_all, chgrp, clear_stale_sockets
 from ..names import safe_name
 from ..rpmsg import Channel
 
@@ -187,15 +187,7 @@ class SocketExport:
     # -- clients -----------------------------------------------------------------
 
     def _accept(self, ex: EndpointExport) -> None:
-        while True:
-            try:
-                sock, _ = ex.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("accept on %s: %s", ex.path, e)
-                return
-            sock.setblocking(False)
+        for sock in accept_all(ex.listener, ex.path):
             c = _Client(sock)
             ex.clients.append(c)
             ex.stats.clients = len(ex.clients)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import RemoteHost
-from ..files import clear_stale_sockets
+from ..files import accept_all, clear_stale_sockets
 from ..names import safe_name
 from ..rpmsg import Channel
 from .base import HostExport
@@ -185,15 +185,7 @@ class StreamExport(HostExport):
             self._drop(ep, c, "endpoint removed")
 
     def _accept(self, ep: _Endpoint) -> None:
-        while True:
-            try:
-                sock, _ = ep.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("accept on %s: %s", ep.path, e)
-                return
-            sock.setblocking(False)
+        for sock in accept_all(ep.listener, ep.path):
             c = _Client(sock)
             ep.clients.append(c)
             ep.stats.clients = len(ep.clients)
