@@ -356,3 +356,16 @@ def test_analyse_bad_tables() -> None:
     assert any("not a power of two" in w for w in rep.warnings)
     same_id = seed_table(vrings=(rt.VdevVring(0x200C8000, 16, 8, 0), rt.VdevVring(0x200C9000, 16, 8, 0)))
     assert any("share notifyid" in w for w in analyse(0x200C63B8, same_id).warnings)
+
+
+def test_the_live_virtual_boards_memory_file(running: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a new user types after `make run`: `rprocctl inspect .run/board/memory`, no options."""
+    from tests.conftest import Board
+
+    assert isinstance(running, Board)
+    code, out, err = inspect(capsys, str(running.dir / "memory"))
+    assert code == 0, err
+    assert "the tcc807x layout, a 0x8000-byte window" in out and "address 0x200c63b8" in out
+    assert "DRIVER_OK" in out  # rprocd is attached
+    _, toml = printed_sections(out)
+    assert "shm = { pa = 0x200c6000, size = 0x8000 }" in toml
