@@ -369,3 +369,20 @@ def test_the_live_virtual_boards_memory_file(running: object, capsys: pytest.Cap
     assert "DRIVER_OK" in out  # rprocd is attached
     _, toml = printed_sections(out)
     assert "shm = { pa = 0x200c6000, size = 0x8000 }" in toml
+
+
+def test_printed_snippet_for_the_seed_is_the_documented_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inspect and docs/hardware.md agree: the same UIO devices and the same reservations on the SoC model."""
+    from tests.test_devicetree import DOC, documented_snippet
+
+    code, out, err = inspect(capsys, str(build_elf(tmp_path)), "--shm", "0x200c6000:0x8000")
+    assert code == 0, err
+    (tmp_path / "printed").mkdir()
+    (tmp_path / "doc").mkdir()
+    printed = compile_tree(printed_sections(out)[0], tmp_path / "printed", seed=True)
+    documented = compile_tree(documented_snippet(DOC.read_text()), tmp_path / "doc", seed=True)
+    assert uio_devices(printed) == uio_devices(documented)
+    assert reserved(printed) == reserved(documented)
+    for path in ("/tcc_ipi_main", "/mbox@17470000"):
+        a, b = printed.node(path), documented.node(path)
+        assert a is not None and b is not None and a.props == b.props
