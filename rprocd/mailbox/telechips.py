@@ -1,9 +1,10 @@
 """The Telechips mailbox (tcc803x/805x/807x "mailbox-controller-v2"), host side.
 
-Register facts and sequences follow Telechips' public Linux driver for the
-tcc807x (``drivers/mailbox/mailbox-tcc.c``, "telechips,mailbox-controller-v2";
-``mailbox-tcc-sc.c`` is the same block towards the storage core), as in the
-BSP kernel ``topst-development/kernel-5.10``:
+Register facts and sequences follow Telechips' public Linux drivers:
+``drivers/mailbox/mailbox-tcc.c`` ("telechips,mailbox-controller-v2", the
+tcc807x BSP kernel ``topst-development/kernel-5.10``) and
+``drivers/mailbox/mailbox-tcc-sc.c`` ("telechips,tcc805x-mailbox-sc", the same
+register block driven towards the storage core; BSP kernel 5.4), which agree:
 
 * command TX FIFO at 0x00 (8 words, written slot by slot), command RX FIFO at
   0x20 (the peer's TX FIFO, read slot by slot; reading takes the word);
