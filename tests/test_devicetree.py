@@ -88,3 +88,31 @@ def test_one_cell_reg_under_the_two_cell_root_is_caught(tmp_path: Path) -> None:
     assert "reg" in tree.warnings or "ranges" in tree.warnings
     found = problems(tree, memory=(), mailbox=None, window=WINDOW)
     assert any("#address-cells [1] differs from the root's [2]" in p for p in found), found
+
+
+def test_the_uio_model_follows_uio_pdrv_genirq(tmp_path: Path) -> None:
+    """uio_devices() as uio_pdrv_genirq_probe: "%pOFn" (no unit address) or linux,uio-name; irq index 0 only;
+    of_device_is_available on the node and its parents; one map per reg entry, named the node's full name."""
+    snippet = """/ {
+	plain@10000000 { compatible = "generic-uio"; reg = <0x0 0x10000000 0x0 0x100>, <0x0 0x10001000 0x0 0x20>; };
+	renamed@10002000 { compatible = "generic-uio"; linux,uio-name = "other"; reg = <0x0 0x10002000 0x0 0x1000>; };
+	two-irqs@10003000 { compatible = "generic-uio"; reg = <0x0 0x10003000 0x0 0x1000>;
+		interrupts = <GIC_SPI 5 IRQ_TYPE_LEVEL_HIGH>, <GIC_SPI 6 IRQ_TYPE_LEVEL_HIGH>; };
+	off@10004000 { compatible = "generic-uio"; reg = <0x0 0x10004000 0x0 0x1000>; status = "disabled"; };
+	bus {
+		#address-cells = <2>;
+		#size-cells = <2>;
+		ranges;
+		status = "disabled";
+		child@10005000 { compatible = "generic-uio"; reg = <0x0 0x10005000 0x0 0x1000>; };
+	};
+	other@10006000 { compatible = "simple-bus", "generic-uio"; reg = <0x0 0x10006000 0x0 0x1000>; status = "ok"; };
+};
+"""
+    devs = {d.path: d for d in uio_devices(compile_tree(snippet, tmp_path))}
+    assert sorted(devs) == ["/other@10006000", "/plain@10000000", "/renamed@10002000", "/two-irqs@10003000"]
+    assert devs["/plain@10000000"].name == "plain"
+    assert devs["/plain@10000000"].maps == ((0x10000000, 0x100), (0x10001000, 0x20))
+    assert devs["/plain@10000000"].map_names == ("plain@10000000", "plain@10000000")
+    assert devs["/renamed@10002000"].name == "other" and devs["/other@10006000"].name == "other"
+    assert devs["/two-irqs@10003000"].irq == (0, 5, 4) and devs["/plain@10000000"].irq is None

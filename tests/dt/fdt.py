@@ -19,6 +19,7 @@ block of FDT_BEGIN_NODE / FDT_PROP / FDT_END_NODE tokens, strings block).
 
 from __future__ import annotations
 
+import shutil
 import struct
 import subprocess
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ def compile_tree(snippet: str, tmp: Path, *, seed: bool = False) -> Compiled:
     if pre.returncode:
         raise DtcError(f"cpp: {pre.stderr.strip()}")
     dtb = tmp / "board.dtb"
+    if shutil.which("dtc") is None:
+        raise DtcError("dtc is not installed: apt-get install device-tree-compiler (make deps)")
     r = subprocess.run(
         ["dtc", "-I", "dts", "-O", "dtb", "-o", str(dtb), "-"], input=pre.stdout, capture_output=True, text=True,
         timeout=60,
