@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import __version__
 from . import rsc_table as rt
 from .daemon import RemoteHost
-from .files import chgrp
+from .files import AcceptPause, accept_all, chgrp
 from .names import safe_name
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import read_table
@@ -237,8 +237,11 @@ class ControlServer:
         self.hosts = hosts
         self.mode = mode
         self.gid = gid
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: AcceptPause | None = None
         self._conns: set[_Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accept_pauses = 0
         self.requests = 0
         self.errors = 0
         self._handlers: dict[str, Handler] = {
@@ -270,21 +273,53 @@ class ControlServer:
             sock.close()
             tmp.unlink(missing_ok=True)
             raise
-        self._server = await asyncio.start_unix_server(self._client, sock=sock, limit=MAX_REQUEST)
+        self._listener = sock
+        # our own accept loop, not asyncio's server: out of descriptors it rests (AcceptPause) instead of
+        # spinning or, on some loops, closing the server for good
+        self._acceptor = AcceptPause(asyncio.get_running_loop(), sock.fileno(), self._accept)
+        self._acceptor.start()
         log.info("control socket at %s (mode %o)", self.path, self.mode)
 
+    def _pause_accepting(self) -> None:
+        self.accept_pauses += 1
+        if self._acceptor is not None:
+            self._acceptor()
+
+    def _accept(self) -> None:
+        if self._listener is None:
+            return
+        for sock in accept_all(self._listener, self.path, self._pause_accepting):
+            task = asyncio.ensure_future(self._serve(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REQUEST)
+        except OSError as e:
+            log.warning("control: cannot serve a connection: %s", e)
+            sock.close()
+            return
+        await self._client(reader, writer)
+
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.cancel()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         for c in list(self._conns):
             for t in c.tasks:
                 t.cancel()
             c.writer.close()
         self._conns.clear()
-        if server is not None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2)
+                await asyncio.wait(tasks, timeout=2)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -400,7 +435,12 @@ class ControlServer:
     async def _stats(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
         return {
             "remotes": [remote_stats(h) for h in self._selected(req)],
-            "control": {"requests": self.requests, "errors": self.errors, "connections": len(self._conns)},
+            "control": {
+                "requests": self.requests,
+                "errors": self.errors,
+                "connections": len(self._conns),
+                "accept_pauses": self.accept_pauses,
+            },
         }
 
     async def _trace(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
