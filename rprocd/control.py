@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -45,6 +46,8 @@ log = logging.getLogger("rprocd.control")
 SCHEMA_VERSION = 1
 MAX_REQUEST = 64 * 1024  # bytes in one request line
 TRACE_POLL = 0.2  # seconds between looks at the trace buffer while someone follows it
+TRACE_LEARN = 0.5  # seconds to watch a wrapped buffer whose write position is unknown, for a change that shows it
+TRACE_LEARN_POLL = 0.05
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 FEATURE_NAMES = {rt.VIRTIO_RPMSG_F_NS: "ns"}
@@ -242,6 +245,8 @@ class ControlServer:
         self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.accept_pauses = 0
+        # per remote: where its trace buffer is written next, known from what earlier requests saw
+        self._trace_trackers: dict[str, TraceReader] = {}
         self.requests = 0
         self.errors = 0
         self._handlers: dict[str, Handler] = {
@@ -278,6 +283,9 @@ class ControlServer:
         # spinning or, on some loops, closing the server for good
         self._acceptor = AcceptPause(asyncio.get_running_loop(), sock.fileno(), self._accept)
         self._acceptor.start()
+        for h in self.hosts:  # a first look now: the write position is exact while the buffer has not wrapped
+            with contextlib.suppress(ControlError):
+                self._trace_tracker(h).feed(read_trace_raw(h))
         log.info("control socket at %s (mode %o)", self.path, self.mode)
 
     def _pause_accepting(self) -> None:
@@ -443,19 +451,39 @@ class ControlServer:
             },
         }
 
+    def _trace_tracker(self, host: RemoteHost) -> TraceReader:
+        t = self._trace_trackers.get(host.name)
+        if t is None:
+            t = self._trace_trackers[host.name] = TraceReader(backlog=True)
+        return t
+
     async def _trace(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
+        """What the buffer holds now, oldest to newest (trace.TraceReader.contents), then, to a follower, what comes."""
         host = self._one(req)
         raw = read_trace_raw(host)
-        reader = TraceReader(backlog=True)
+        tracker = self._trace_tracker(host)
+        tracker.feed(raw)
+        deadline = time.monotonic() + TRACE_LEARN
+        while tracker.position is None and time.monotonic() < deadline:
+            # wrapped before we ever looked: a change shows where the remote writes, so watch a moment for one
+            await asyncio.sleep(TRACE_LEARN_POLL)
+            raw = read_trace_raw(host)
+            tracker.feed(raw)
         follow = bool(req.get("follow"))
-        lines = reader.feed(raw)
-        if not follow:
-            lines += reader.flush()  # the unfinished last line too; a follower gets it once it ends
-        text = _lines(lines)
+        # a follower gets the unfinished last line once it ends
+        text = _lines(tracker.contents(raw, unfinished=not follow))
         pa, length = trace_location(host) or (0, 0)
         if follow:
+            reader = copy.copy(tracker)  # goes on from here: its position, its unfinished line
             conn.tasks.append(asyncio.ensure_future(self._follow(conn, host, reader, rid)))
-        return {"remote": host.name, "pa": pa, "len": length, "text": text, "follow": bool(req.get("follow"))}
+        return {
+            "remote": host.name,
+            "pa": pa,
+            "len": length,
+            "text": text,
+            "follow": follow,
+            "position": tracker.position,
+        }
 
     async def _follow(self, conn: _Conn, host: RemoteHost, reader: TraceReader, rid: Any) -> None:
         """Push what the remote adds to its trace buffer until the client goes away."""

@@ -9,6 +9,9 @@ control socket, an endpoint made before the flood.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 import os
 import resource
 import socket
@@ -19,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from rprocd.control import ControlServer
+from rprocd.exports.sockets import SocketExport
+from rprocd.files import ACCEPT_BACKOFF
 from rprocd.rpmsg import Channel
 from rprocd.sim.faults import FLOOD_COUNT
 from tests.conftest import ENDPOINTS, REPO, Board, wait_for
@@ -172,3 +178,127 @@ def test_name_flood_at_nofile_1024(board: Board, tmp_path: Path) -> None:
     print(f"flood: {len(made)} sockets, {sockets['export_failures']} without, cpu {used:.2%}, log {size} bytes")
     log = log_path.read_text(errors="replace")
     assert "Exception in callback" not in log and "Traceback" not in log
+
+
+# -- lifecycle lines and the reason a session ended (issue 14, part 3) ---------------------------
+
+
+class Exported(Events):
+    """The bus's events wired to a real socket export, as the daemon wires them."""
+
+    def __init__(self, exp: SocketExport):
+        super().__init__()
+        self.exp = exp
+
+    def channel_added(self, ch: Channel) -> None:
+        self.exp.add(ch)
+
+    def channel_removed(self, ch: Channel) -> None:
+        self.exp.remove(ch)
+
+
+def test_churn_logs_little_and_counts_exactly(rig, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    s, remote, _ = rig
+    bus = s.bus
+    loop = asyncio.new_event_loop()
+    exp = SocketExport(loop, tmp_path / "ept", _Transport())
+    bus.events = Exported(exp)
+    pairs = 2000
+    caplog.set_level(logging.INFO)
+    try:
+        for i in range(pairs):
+            remote.announce(b"churn-%d" % (i % 7), 4000 + i % 7)
+            remote.announce(b"churn-%d" % (i % 7), 4000 + i % 7, 1)
+            bus.process_rx()
+            bus.flush()
+    finally:
+        exp.close()
+        loop.close()
+    assert bus.stats.ns_created == pairs and bus.stats.ns_destroyed == pairs
+    assert exp.export_failures == 0 and list((tmp_path / "ept").iterdir()) == []
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert len(text) < 30_000, f"{len(text)} bytes logged for {pairs} create/destroy pairs"
+    # the lines that are logged carry the exact counts
+    assert "(1024 so far)" in text and "(1024 removed so far)" in text and "(1024 sockets made so far)" in text
+
+
+def test_a_table_rewritten_with_ver_2_is_logged_as_such(rig) -> None:  # noqa: F811
+    s, _, _ = rig
+    assert s.lost_reason() is None
+    s.mem.write_u32(s.layout.table_pa, 2)
+    why = s.lost_reason()
+    assert why is not None and "ver 2" in why and "DRIVER_OK" not in why
+    s.mem.write_u32(s.layout.table_pa, 0)
+    assert "rewriting" in str(s.lost_reason())
+    s.mem.write_u32(s.layout.table_pa, 1)
+    s.mem.write_u8(s.status_pa, 0)
+    assert "lost DRIVER_OK" in str(s.lost_reason())
+
+
+class _Transport:
+    max_payload = 496
+
+    def send(self, ch: Channel, payload: memoryview) -> bool:
+        return True
+
+    def tx_available(self) -> bool:
+        return True
+
+    def tx_credits(self) -> int:
+        return 8
+
+    def request_flush(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def wait_for_tx(self) -> None:
+        pass
+
+    def rx_unblocked(self) -> None:
+        pass
+
+
+# -- accept() out of descriptors: rest, do not spin ----------------------------------------------
+
+
+class _Exhausted:
+    """A listener whose ``accept()`` fails as the kernel's does at RLIMIT_NOFILE (the client stays queued)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.calls += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+
+def test_control_socket_rests_when_accept_runs_out_of_descriptors(tmp_path: Path) -> None:
+    async def run() -> None:
+        server = ControlServer(tmp_path / "control", [])
+        await server.start()
+        real = server._listener
+        assert real is not None
+        loop = asyncio.get_running_loop()
+        fake = _Exhausted()
+        try:
+            server._listener = fake  # type: ignore[assignment]
+            server._accept()
+            assert fake.calls == 1 and server.accept_pauses == 1
+            # the listener is no longer watched: a waiting client cannot make the loop spin
+            assert not loop.remove_reader(real.fileno())
+            await asyncio.sleep(ACCEPT_BACKOFF + 0.2)  # the backoff itself is what is being checked
+            assert loop.remove_reader(real.fileno())  # watched again after the pause
+            loop.add_reader(real.fileno(), server._accept)
+            server._listener = real
+            # and it serves again
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / "control"))
+            writer.write(b'{"v": 1, "id": 1, "cmd": "hello"}\n')
+            assert b'"ok":true' in await reader.readline()
+            writer.close()
+        finally:
+            server._listener = real
+            await server.stop()
+
+    asyncio.run(run())
