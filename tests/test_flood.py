@@ -217,6 +217,7 @@ def test_churn_logs_little_and_counts_exactly(rig, tmp_path: Path, caplog: pytes
     assert bus.stats.ns_created == pairs and bus.stats.ns_destroyed == pairs
     assert exp.export_failures == 0 and list((tmp_path / "ept").iterdir()) == []
     text = "\n".join(r.getMessage() for r in caplog.records)
+    print(f"churn: {len(text)} bytes logged for {pairs} create/destroy pairs")
     assert len(text) < 30_000, f"{len(text)} bytes logged for {pairs} create/destroy pairs"
     # the lines that are logged carry the exact counts
     assert "(1024 so far)" in text and "(1024 removed so far)" in text and "(1024 sockets made so far)" in text
