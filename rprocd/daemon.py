@@ -193,7 +193,7 @@ class RemoteHost:
             self._settle = None
         if self.detail != self._logged:
             self._logged = self.detail
-            log.info("%s: %s", self.name, self.detail)
+            log.info("%s: %s", self.name, self.detail, extra={"REMOTE": self.name})  # also from outside its task
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -245,7 +245,8 @@ class NativeJournal:
                 fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
             )
             assert self._sock is not None
-            socket.send_fds(self._sock, [b""], [fd], 0, self.path)
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+            self._sock.sendmsg([b""], rights, 0, self.path)  # (socket.send_fds would drop the address)
         finally:
             os.close(fd)
 

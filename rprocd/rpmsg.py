@@ -314,7 +314,7 @@ class RpmsgBus:
                 self._bad("ns_bad", f"destroy of unknown channel {name!r} at {addr:#x}")
                 return
             self.stats.ns_destroyed += 1
-            log.info("remote destroyed channel %r (addr %#x)", name, addr)
+            log.info("remote destroyed channel %r (addr %#x)", name, addr, extra={"ENDPOINT": name})
             self._remove(ch)
             return
         old = self.by_name.get(raw)
@@ -327,7 +327,7 @@ class RpmsgBus:
         self.by_name[raw] = ch
         self._save_state()
         self.stats.ns_created += 1
-        log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
+        log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local, extra={"ENDPOINT": name})
         self.events.channel_added(ch)
 
     def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:

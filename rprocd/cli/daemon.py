@@ -67,6 +67,7 @@ def _waiting_for(rc: RemoteConfig, board: str | None) -> str | None:
                 rc.name,
                 where,
                 where,
+                extra={"REMOTE": rc.name},
             )
         return None
     devices = ", ".join(missing)
@@ -79,6 +80,7 @@ def _waiting_for(rc: RemoteConfig, board: str | None) -> str | None:
         rc.name,
         devices,
         rc.uio.sysfs_root,
+        extra={"REMOTE": rc.name},
     )
     return f"waiting for UIO device(s) {devices}"
 
