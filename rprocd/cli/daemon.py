@@ -229,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except _EarlySignal as e:
-        log.info("%s: stopping before rprocd served", e)
+        if logging.getLogger().handlers:
+            log.info("%s: stopping before rprocd served", e)
+        else:  # before setup_logging: an INFO record would go nowhere
+            print(f"rprocd: {e}: stopping before rprocd served", file=sys.stderr)
         return 0
     finally:
         for sig, handler in previous.items():
