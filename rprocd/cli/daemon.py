@@ -73,10 +73,11 @@ def _waiting_for(rc: RemoteConfig, board: str | None) -> str | None:
     devices = ", ".join(missing)
     log.warning(
         "%s: no UIO device named %s under %s/class/uio yet. They come from the device-tree overlay "
-        "(generic-uio nodes, see docs/hardware.md) bound by uio_pdrv_genirq (modprobe uio_pdrv_genirq "
-        "of_id=generic-uio, or uio_pdrv_genirq.of_id=generic-uio on the kernel command line); "
-        "rprocd serves meanwhile and attaches when they appear. No board? --board DIR runs on the "
-        "virtual board in DIR (rprocctl sim --board DIR).",
+        "(generic-uio nodes; see docs/hardware.md, installed as /usr/share/doc/rprocd/hardware.md.gz) "
+        "bound by uio_pdrv_genirq (modprobe uio_pdrv_genirq of_id=generic-uio, or "
+        "uio_pdrv_genirq.of_id=generic-uio on the kernel command line); rprocd serves meanwhile and "
+        "attaches when they appear. No board? --board DIR runs on the virtual board in DIR "
+        "(rprocctl sim --board DIR).",
         rc.name,
         devices,
         rc.uio.sysfs_root,
