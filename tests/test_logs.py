@@ -350,7 +350,8 @@ def _cli(module: str, *args: str) -> list[str]:
 def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> None:
     """The real daemon under a fake journald: REMOTE= on every entry about the remote, ENDPOINT= on every
     entry about an endpoint (as ``journalctl -u rprocd REMOTE=main ENDPOINT=...`` is documented to find),
-    and the attach is one line once the announcements settled, not one per endpoint."""
+    and the attach is one line once the announcements settled, not one per endpoint; the simulated
+    remote's final stats count the session the daemon just ended."""
     journald = FakeJournald(tmp_path / "journal.socket")
     board, rundir = tmp_path / "board", tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "INVOCATION_ID": "1" * 32}
@@ -360,7 +361,9 @@ def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> N
         "import sys, rprocd.logs as logs; logs.JOURNAL_SOCKET = sys.argv[1]\n"
         "from rprocd.cli.daemon import main; sys.exit(main(sys.argv[2:]))"
     )
-    sim = subprocess.Popen(_cli("rprocd.cli.ctl", "sim", "--board", str(board)), env=env, stderr=subprocess.DEVNULL)
+    sim_log = open(tmp_path / "sim.log", "wb")  # noqa: SIM115 - the child's stderr, closed below
+    sim = subprocess.Popen(_cli("rprocd.cli.ctl", "sim", "--board", str(board)), env=env, stderr=sim_log)
+    sim_log.close()
     daemon = subprocess.Popen(
         [sys.executable, "-c", daemon_code, str(journald.path), "--board", str(board), "--runtime-dir", str(rundir)],
         env=env,
@@ -377,6 +380,11 @@ def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> N
             c.connect(str(rundir / "main" / "ept" / "rpmsg-client-sample"))
             c.send(b"hello")
             assert c.recv(496) == b"hello"
+        # Stopped in a live session (as Ctrl-C on `make run` stops both): its final figures count that session's end.
+        sim.send_signal(signal.SIGTERM)
+        assert sim.wait(30) == 0
+        [stopped] = [line for line in (tmp_path / "sim.log").read_text().splitlines() if "stopped: " in line]
+        assert "'sessions': 1," in stopped and "'sessions_ended': 1," in stopped, stopped
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
         entries += journald.entries(0.2)
