@@ -18,8 +18,9 @@ is not systemd), and what that needs:
 * nspawn inside ``unshare -m`` with a private tmpfs on ``/run``: nspawn writes
   ``/run/systemd/nspawn``, and the host's ``/run`` is not ours to fill;
 * its own cgroup: under a host systemd, a transient scope (``systemd-run
-  --scope``); without one, a child cgroup of our own in the systemd
-  hierarchy, and ``--register=no --keep-unit`` (no machined, no bus);
+  --scope``); without one, child cgroups of our own in the systemd
+  hierarchies (unified and v1 name=systemd), and ``--register=no --keep-unit``
+  (no machined, no bus);
 * ``/proc`` is never mounted inside the tree beforehand;
 * commands go in with ``nsenter -t <container init> -a`` (no machined needed).
 
@@ -168,15 +169,21 @@ def host_has_systemd() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
-def own_cgroup() -> Path | None:
-    """A fresh cgroup for nspawn when no host systemd gives it a scope: in the systemd hierarchy (v1 name=systemd,
-    or the unified v2 root)."""
-    for base in (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup")):
-        if (base / "cgroup.procs").exists() and (base.name == "systemd" or (base / "cgroup.controllers").exists()):
-            cg = base / f"rprocd-nspawn-{os.getpid()}"
-            cg.mkdir(exist_ok=True)
-            return cg
-    return None
+def own_cgroups() -> list[Path]:
+    """Fresh cgroups for nspawn when no host systemd gives it a scope, one in each hierarchy systemd uses.
+
+    nspawn takes its place from the unified hierarchy (``0::`` in /proc/self/cgroup) and, on a hybrid host like
+    this one, mirrors it into the v1 ``name=systemd`` one: it must be ours in both, or it creates its
+    ``payload`` and ``supervisor`` under the root (shared with any other nspawn) and fails when they are gone.
+    """
+    name = f"rprocd-nspawn-{os.getpid()}"
+    out = []
+    for base in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup")):
+        is_v2_root = base == Path("/sys/fs/cgroup") and (base / "cgroup.controllers").exists()
+        if (base / "cgroup.procs").exists() and (base != Path("/sys/fs/cgroup") or is_v2_root):
+            (base / name).mkdir(exist_ok=True)
+            out.append(base / name)
+    return out
 
 
 def remove_cgroup(cg: Path) -> None:
@@ -196,7 +203,7 @@ class Container:
 
     def __init__(self, root: Path, share: Path, log: Path) -> None:
         self.log = log
-        self.cgroup = None if host_has_systemd() else own_cgroup()
+        self.cgroups = [] if host_has_systemd() else own_cgroups()
         nspawn = [
             "systemd-nspawn",
             "--quiet",
@@ -214,8 +221,8 @@ class Container:
             nspawn[1:1] = ["--register=no", "--keep-unit"]
             prefix = []
         script = "mount -t tmpfs -o mode=0755 tmpfs /run && "
-        if self.cgroup is not None:
-            script += f"echo $$ > {shlex.quote(str(self.cgroup / 'cgroup.procs'))} && "
+        for cg in self.cgroups:
+            script += f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} && "
         script += "exec " + shlex.join(prefix + nspawn)
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -282,8 +289,8 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.cgroup is not None:
-            remove_cgroup(self.cgroup)
+        for cg in self.cgroups:
+            remove_cgroup(cg)
 
 
 @pytest.fixture(scope="module")
