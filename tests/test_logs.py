@@ -405,3 +405,4 @@ def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> N
         assert len(about) >= 3, (ept, messages)  # announced, socket created, socket removed
         assert all((e.get("REMOTE"), e.get("ENDPOINT")) == ("main", ept) for e in about), about
     assert [m for m in messages if m.startswith("main: attached")] == ["main: attached to main: 4 endpoints"]
+    assert f"main: waiting on the virtual board in {board} (start the remote: rprocctl sim --board {board})" in messages
