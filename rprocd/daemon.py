@@ -308,6 +308,9 @@ class RemoteHost:
         if session is not None:
             for word in session.detach():
                 self.platform.doorbell.ring(word)
+        for ex in list(self.sockets.exports.values()):  # any left: each removal logged with its ENDPOINT=
+            with logs.context(ENDPOINT=ex.ch.name):
+                self.sockets.remove(ex.ch)
         self.sockets.close()
         self._set_state("stopped", "stopped")
 
