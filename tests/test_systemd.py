@@ -48,9 +48,9 @@ pytestmark = pytest.mark.timeout(1800)
 REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("RPROCD_NSPAWN_ROOT", REPO / "build" / "nspawn-root"))
 # What the container needs beyond minbase: systemd to boot, and the package's dependencies so that
-# dpkg -i needs no network (python3-systemd and python3-uvloop are the package's Recommends).
+# dpkg -i needs no network (python3-uvloop is the package's Recommends).
 PACKAGES = (
-    "systemd,systemd-sysv,dbus,python3,procps,python3-systemd,python3-pyudev,python3-periphery,"
+    "systemd,systemd-sysv,dbus,python3,procps,python3-pyudev,python3-periphery,"
     "python3-pyelftools,python3-uvloop"
 )
 STAMP = ".rprocd-nspawn-root"  # inside ROOT: the package list it was made with
