@@ -32,6 +32,7 @@ from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
+from .names import safe_name
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
@@ -43,6 +44,11 @@ CHECK_INTERVAL = 0.25
 # (announcements come one by one right after an attach); STATUS= and observers see each change.
 SETTLE_LOG = 0.5
 OFFLINE = "remote stopped on request ('rprocctl start' boots it)"
+
+
+def endpoint_field(ch: Channel) -> str:
+    """The journal's ENDPOINT= for a channel: its socket's name (the remote's name, escaped: never raw bytes)."""
+    return safe_name(ch.raw_name or ch.name)
 
 
 class Observer(Protocol):
@@ -309,7 +315,7 @@ class RemoteHost:
             for word in session.detach():
                 self.platform.doorbell.ring(word)
         for ex in list(self.sockets.exports.values()):  # any left: each removal logged with its ENDPOINT=
-            with logs.context(ENDPOINT=ex.ch.name):
+            with logs.context(ENDPOINT=endpoint_field(ex.ch)):
                 self.sockets.remove(ex.ch)
         self.sockets.close()
         self._set_state("stopped", "stopped")
@@ -484,7 +490,7 @@ class RemoteHost:
     def channel_added(self, ch: Channel) -> None:
         # ENDPOINT=<name> in the log context: the exports' lines, and every callback they register
         # (the socket's accept, its clients), carry it to the journal.
-        with logs.context(ENDPOINT=ch.name):
+        with logs.context(ENDPOINT=endpoint_field(ch)):
             self.sockets.add(ch)
             for o in self.observers:
                 o.on_channel(self, ch, True)
@@ -492,7 +498,7 @@ class RemoteHost:
             self._set_state("attached", self._attached_detail(), settle=True)
 
     def channel_removed(self, ch: Channel) -> None:
-        with logs.context(ENDPOINT=ch.name):
+        with logs.context(ENDPOINT=endpoint_field(ch)):
             self.sockets.remove(ch)
             for o in self.observers:
                 o.on_channel(self, ch, False)

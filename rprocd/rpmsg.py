@@ -30,6 +30,7 @@ from typing import Protocol
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
 from .memory import MemoryMap, block_copy
+from .names import safe_name
 from .vring import VRING_DESC_F_WRITE, Vring
 
 HDR = struct.Struct("<IIIHH")  # src, dst, reserved, len, flags
@@ -314,7 +315,7 @@ class RpmsgBus:
                 self._bad("ns_bad", f"destroy of unknown channel {name!r} at {addr:#x}")
                 return
             self.stats.ns_destroyed += 1
-            log.info("remote destroyed channel %r (addr %#x)", name, addr, extra={"ENDPOINT": name})
+            log.info("remote destroyed channel %r (addr %#x)", name, addr, extra={"ENDPOINT": safe_name(raw)})
             self._remove(ch)
             return
         old = self.by_name.get(raw)
@@ -327,7 +328,13 @@ class RpmsgBus:
         self.by_name[raw] = ch
         self._save_state()
         self.stats.ns_created += 1
-        log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local, extra={"ENDPOINT": name})
+        log.info(
+            "remote announced channel %r: remote %#x, local %#x",
+            name,
+            addr,
+            ch.local,
+            extra={"ENDPOINT": safe_name(raw)},
+        )
         self.events.channel_added(ch)
 
     def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:

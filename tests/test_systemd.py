@@ -49,10 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("RPROCD_NSPAWN_ROOT", REPO / "build" / "nspawn-root"))
 # What the container needs beyond minbase: systemd to boot, and the package's dependencies so that
 # dpkg -i needs no network (python3-uvloop is the package's Recommends).
-PACKAGES = (
-    "systemd,systemd-sysv,dbus,python3,procps,python3-pyudev,python3-periphery,"
-    "python3-pyelftools,python3-uvloop"
-)
+PACKAGES = "systemd,systemd-sysv,dbus,python3,procps,python3-pyudev,python3-periphery,python3-pyelftools,python3-uvloop"
 STAMP = ".rprocd-nspawn-root"  # inside ROOT: the package list it was made with
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
 WATCHDOG_SEC = 2  # the drop-in's WatchdogSec=, short so that 3 periods pass quickly
