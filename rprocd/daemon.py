@@ -17,6 +17,7 @@ for longer than that.  Nothing else runs while idle.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -24,12 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from . import logs
 from . import rsc_table as rt
 from .backends import Platform
 from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
+from .names import safe_name
 from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, sparse
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
@@ -37,7 +40,15 @@ from .vring import VringError
 log = logging.getLogger("rprocd")
 
 CHECK_INTERVAL = 0.25
+# The endpoint count in "attached to NAME: N endpoints" is logged once it held this long
+# (announcements come one by one right after an attach); STATUS= and observers see each change.
+SETTLE_LOG = 0.5
 OFFLINE = "remote stopped on request ('rprocctl start' boots it)"
+
+
+def endpoint_field(ch: Channel) -> str:
+    """The journal's ENDPOINT= for a channel: its socket's name (the remote's name, escaped: never raw bytes)."""
+    return safe_name(ch.raw_name or ch.name)
 
 
 class Observer(Protocol):
@@ -78,6 +89,7 @@ class RemoteHost:
         socket_mode: int = 0o660,
         socket_gid: int | None = None,
         max_channels: int = DEFAULT_MAX_CHANNELS,
+        opened: bool = True,
     ):
         self.name = name
         self.layout = layout
@@ -109,8 +121,25 @@ class RemoteHost:
         self.lifecycle: Lifecycle | None = None  # [remote.NAME.lifecycle], opt-in
         self._powered_off = False
         self.started = time.monotonic()
+        self._opened = opened  # False: ``platform`` is a stand-in until use_platform()
+        self._logged = ""  # the last detail logged
+        self._settle: asyncio.TimerHandle | None = None
+        self._ctx = contextvars.copy_context()  # the remote's own log context, set in run()
 
     # -- public ------------------------------------------------------------------
+
+    @property
+    def opened(self) -> bool:
+        """Whether the real platform is in place (:mod:`rprocd.app` opens it after the host exists)."""
+        return self._opened
+
+    def use_platform(self, platform: Platform) -> None:
+        """The remote's memory and doorbell, once they could be opened; call before :meth:`run`."""
+        self.platform, self.mem, self._opened = platform, platform.memory, True
+
+    def note_waiting(self, detail: str) -> None:
+        """The state before the platform opens, in words ("waiting for UIO device(s) mbox")."""
+        self._set_state("waiting", detail)
 
     @property
     def channels(self) -> list[Channel]:
@@ -118,6 +147,7 @@ class RemoteHost:
 
     async def run(self) -> None:
         """Attach, serve, re-attach when the remote restarts, until :meth:`stop`."""
+        self._ctx = contextvars.copy_context()  # REMOTE=<name> (rprocd.app runs us in it)
         self.sockets.prepare()
         self.platform.doorbell.start(self.loop, self._on_ring)
         self._arm_timer()
@@ -150,14 +180,29 @@ class RemoteHost:
 
     # -- waiting and attaching -----------------------------------------------------
 
-    def _set_state(self, state: str, detail: str, *, quiet: bool = False) -> None:
-        """``quiet``: a detail that changes with every channel (the endpoint count) is logged at DEBUG."""
+    def _set_state(self, state: str, detail: str, *, settle: bool = False) -> None:
+        """Change state; observers hear at once, the log line waits for the detail to settle when asked."""
         if (state, detail) == (self.state, self.detail):
             return
+        if self._settle is not None and not settle:
+            self._log_settled()  # the line still waiting comes first
         self.state, self.detail = state, detail
-        log.log(logging.DEBUG if quiet else logging.INFO, "%s: %s", self.name, detail)
+        if settle:
+            if self._settle is not None:
+                self._settle.cancel()
+            self._settle = self.loop.call_later(SETTLE_LOG, self._log_settled, context=self._ctx)
+        else:
+            self._log_settled()
         for o in self.observers:
             o.on_state(self)
+
+    def _log_settled(self) -> None:
+        if self._settle is not None:
+            self._settle.cancel()
+            self._settle = None
+        if self.detail != self._logged:
+            self._logged = self.detail
+            log.info("%s: %s", self.name, self.detail, extra={"REMOTE": self.name})  # also from outside its task
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -216,7 +261,7 @@ class RemoteHost:
         self.stats.attaches += 1
         for word in kicks:
             self.platform.doorbell.ring(word)
-        self._set_state("attached", self._attached_detail())
+        self._set_state("attached", self._attached_detail(), settle=True)
         self.service()  # the remote may have rung before we listened
         return True
 
@@ -243,7 +288,7 @@ class RemoteHost:
         self.stats.attaches += 1
         for word in result:
             self.platform.doorbell.ring(word)
-        self._set_state("attached", self._attached_detail())
+        self._set_state("attached", self._attached_detail(), settle=True)
         self.loop.call_later(self.resume_grace, self.request_service)
         self.service()
         return True
@@ -274,6 +319,9 @@ class RemoteHost:
         if session is not None:
             for word in session.detach():
                 self.platform.doorbell.ring(word)
+        for ex in list(self.sockets.exports.values()):  # any left: each removal logged with its ENDPOINT=
+            with logs.context(ENDPOINT=endpoint_field(ex.ch)):
+                self.sockets.remove(ex.ch)
         self.sockets.close()
         self._set_state("stopped", "stopped")
 
@@ -389,7 +437,7 @@ class RemoteHost:
     def request_flush(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            self.loop.call_soon(self.flush)
+            self.loop.call_soon(self.flush, context=self._ctx)  # the remote's log context, not the caller's
 
     def wait_for_tx(self, callback: Callable[[], None] | None = None) -> None:
         """No transmit buffer is free: get woken (``callback``, and the sockets resume) when one is."""
@@ -405,7 +453,7 @@ class RemoteHost:
     def request_service(self) -> None:
         if not self._service_pending:
             self._service_pending = True
-            self.loop.call_soon(self.service)
+            self.loop.call_soon(self.service, context=self._ctx)
 
     def rx_unblocked(self) -> None:
         self.request_service()
@@ -462,23 +510,29 @@ class RemoteHost:
     # -- BusEvents -----------------------------------------------------------------
 
     def channel_added(self, ch: Channel) -> None:
-        """Each export on its own: one that fails (contained, counted) does not keep the others from it."""
-        try:
-            self.sockets.add(ch)
-        except Exception as e:
-            self._contain(f"exporting endpoint {ch.name!r}", e)
-        self._tell_observers(ch, True)
+        """Each export on its own: one that fails (contained, counted) does not keep the others from it.
+
+        ENDPOINT=<name> in the log context: the exports' lines, and every callback they register
+        (the socket's accept, its clients), carry it to the journal.
+        """
+        with logs.context(ENDPOINT=endpoint_field(ch)):
+            try:
+                self.sockets.add(ch)
+            except Exception as e:
+                self._contain(f"exporting endpoint {ch.name!r}", e)
+            self._tell_observers(ch, True)
         if self.state == "attached":
-            self._set_state("attached", self._attached_detail(), quiet=True)
+            self._set_state("attached", self._attached_detail(), settle=True)
 
     def channel_removed(self, ch: Channel) -> None:
-        try:
-            self.sockets.remove(ch)
-        except Exception as e:
-            self._contain(f"removing endpoint {ch.name!r}", e)
-        self._tell_observers(ch, False)
+        with logs.context(ENDPOINT=endpoint_field(ch)):
+            try:
+                self.sockets.remove(ch)
+            except Exception as e:
+                self._contain(f"removing endpoint {ch.name!r}", e)
+            self._tell_observers(ch, False)
         if self.state == "attached" and self.session is not None:
-            self._set_state("attached", self._attached_detail(), quiet=True)
+            self._set_state("attached", self._attached_detail(), settle=True)
 
     def _tell_observers(self, ch: Channel, added: bool) -> None:
         for o in self.observers:

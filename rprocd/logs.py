@@ -3,23 +3,25 @@
 Three ways out, picked by :func:`setup_logging`:
 
 ``journal``
-    Native journal entries through systemd-python (the ``journal`` extra,
-    ``python3-systemd`` in Debian), with structured fields: pass
-    ``extra={"REMOTE": "main", "ENDPOINT": "rpmsg-tty", "RX": 12}`` (or use
-    :func:`bind`) and every UPPER_CASE key becomes a journal field, so
-    ``journalctl -u rprocd REMOTE=main`` finds them.
+    Native journal entries (:class:`NativeJournal`, journald's native
+    protocol spoken directly, no library needed), with structured fields:
+    pass ``extra={"REMOTE": "main", "ENDPOINT": "rpmsg-tty", "RX": 12}`` (or
+    use :func:`bind`) and every UPPER_CASE key becomes a journal field.  The
+    daemon also sets ``REMOTE`` and ``ENDPOINT`` for whole stretches of code
+    with :func:`context` (a remote's task, an endpoint's socket callbacks), so
+    every entry logged there carries them and ``journalctl -u rprocd
+    REMOTE=main ENDPOINT=rpmsg-tty`` finds them.
 ``stderr``
     One line per record with the syslog priority as a ``<N>`` prefix, which
     journald turns into the entry's priority (``SyslogLevelPrefix=yes``, the
-    default). This is the fallback when systemd-python is not installed, so a
-    pip install without libsystemd headers still logs with the right levels.
+    default). This is the fallback under systemd when journald's native
+    socket is not there; it keeps the levels but not the fields.
 ``console``
     Plain readable lines with a timestamp, for a terminal or a file.
 
 ``auto`` picks ``journal`` when the process runs under systemd (``$JOURNAL_STREAM``
-names our stderr, or ``$INVOCATION_ID`` is set), systemd-python imports and
-journald's socket is there; ``stderr`` when it runs under systemd without
-them; ``console`` otherwise.
+names our stderr, or ``$INVOCATION_ID`` is set) and journald's socket is
+there; ``stderr`` when it runs under systemd without it; ``console`` otherwise.
 
 Policy for callers: at the default level (``info``) the daemon logs state
 changes (attach, detach, endpoints appearing, reloads, errors), never one line
@@ -28,12 +30,18 @@ per rpmsg message; per-message detail is ``debug``.
 
 from __future__ import annotations
 
-import importlib
+import contextlib
+import contextvars
+import errno
+import fcntl
 import logging
 import os
 import re
+import socket
+import struct
 import sys
-from collections.abc import Callable, Mapping, MutableMapping
+import types
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TextIO
 
 __all__ = [
@@ -41,7 +49,9 @@ __all__ = [
     "LEVELS",
     "TARGETS",
     "FieldsAdapter",
+    "NativeJournal",
     "bind",
+    "context",
     "journal_fields",
     "parse_level",
     "setup_logging",
@@ -58,8 +68,8 @@ LEVELS: Mapping[str, int] = {
     "critical": logging.CRITICAL,
 }
 TARGETS = ("auto", "journal", "stderr", "console")
-# Where libsystemd sends native entries. When it is missing, sd_journal_send
-# drops them without an error, so "auto" checks for it before choosing the journal.
+# Where journald reads native entries (journald-native.c, server_open_native_socket).
+# "auto" checks that it exists before choosing the journal.
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 # What the journal accepts as a field name (and what sd_journal_send checks):
@@ -91,6 +101,31 @@ def syslog_priority(levelno: int) -> int:
     if levelno <= logging.ERROR:
         return 3
     return 2
+
+
+_NO_FIELDS: Mapping[str, str] = types.MappingProxyType({})
+_CONTEXT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("rprocd_log_fields", default=_NO_FIELDS)
+
+
+@contextlib.contextmanager
+def context(**fields: str) -> Iterator[None]:
+    """``with context(REMOTE="main"):`` every record logged inside carries these journal fields.
+
+    A context variable, so it follows asyncio: a task created inside keeps the
+    fields for its whole life, and so does every loop callback registered from
+    there (``call_soon``, ``add_reader``: each captures the current context).
+    Fields given with ``extra=`` win over these.
+    """
+    token = _CONTEXT.set({**_CONTEXT.get(), **fields})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def context_fields() -> Mapping[str, str]:
+    """The fields :func:`context` set where the caller runs."""
+    return _CONTEXT.get()
 
 
 def journal_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -154,14 +189,81 @@ class ConsoleFormatter(logging.Formatter):
 
 JournalSend = Callable[..., Any]
 
+_LE64 = struct.Struct("<Q")
+
+
+class NativeJournal:
+    """A sender of journald's native protocol: ``send(MESSAGE, **FIELDS)``, like ``systemd.journal.send``.
+
+    Written from systemd's ``docs/JOURNAL_NATIVE_PROTOCOL.md`` and the reader
+    it describes, ``src/journal/journald-native.c``
+    (``server_process_native_message``, ``server_process_native_file``): one
+    ``SOCK_DGRAM`` datagram per entry to ``/run/systemd/journal/socket``; each
+    field is ``NAME=value\n``, or, when the value holds a newline,
+    ``NAME\n`` + the value's length as a little-endian 64-bit integer + the
+    value + ``\n``.  An entry too large for one datagram (``EMSGSIZE``) goes
+    as a sealed memfd passed with ``SCM_RIGHTS`` and an empty datagram, as
+    ``sd_journal_sendv`` does.  Field names must match what journald accepts
+    (``journal_field_valid``: upper case, digits, ``_``, not first ``_``);
+    others are dropped here rather than making journald drop the entry.
+    Raises OSError when journald cannot be reached, so the handler can fall back.
+    """
+
+    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+
+    @staticmethod
+    def encode(fields: Mapping[str, Any]) -> bytes:
+        out = bytearray()
+        for name, value in fields.items():
+            if not _FIELD_NAME.fullmatch(name):
+                continue
+            data = value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
+            if b"\n" in data:
+                out += name.encode() + b"\n" + _LE64.pack(len(data)) + data + b"\n"
+            else:
+                out += name.encode() + b"=" + data + b"\n"
+        return bytes(out)
+
+    def send(self, message: str, **fields: Any) -> None:
+        payload = self.encode({"MESSAGE": message, **fields})
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            self._sock.sendto(payload, self.path)
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                raise
+            self._send_memfd(payload)
+
+    def _send_memfd(self, payload: bytes) -> None:
+        fd = os.memfd_create("journal-entry", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.write(fd, payload)
+            fcntl.fcntl(
+                fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+            )
+            assert self._sock is not None
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
+            self._sock.sendmsg([b""], rights, 0, self.path)  # (socket.send_fds would drop the address)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
 
 class JournalHandler(logging.Handler):
     """Sends records to the journal as native entries with their structured fields.
 
     Ours rather than ``systemd.journal.JournalHandler``: that one forwards every
     record attribute (``msg``, ``args``, ...) as a field, where we send only the
-    UPPER_CASE ones. When the journal cannot be reached the record still goes
-    to stderr with its ``<N>`` prefix instead of being lost.
+    UPPER_CASE ones, plus the fields of :func:`context`. When the journal
+    cannot be reached the record still goes to stderr with its ``<N>`` prefix
+    instead of being lost.
     """
 
     def __init__(self, send: JournalSend, identifier: str, fallback: TextIO | None = None) -> None:
@@ -178,6 +280,7 @@ class JournalHandler(logging.Handler):
             fields = {
                 "SYSLOG_IDENTIFIER": self._identifier,
                 "LOGGER": record.name,
+                **_CONTEXT.get(),
                 **journal_fields(record),
             }
             self._send(
@@ -198,14 +301,11 @@ class JournalHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-
-def _journal_send() -> JournalSend | None:
-    try:
-        journal = importlib.import_module("systemd.journal")
-    except ImportError:
-        return None
-    send: JournalSend = journal.send
-    return send
+    def close(self) -> None:
+        owner = getattr(self._send, "__self__", None)  # a NativeJournal's socket goes with the handler
+        if isinstance(owner, NativeJournal):
+            owner.close()
+        super().close()
 
 
 def _journal_stream_is(stream: TextIO) -> bool:
@@ -239,27 +339,24 @@ def setup_logging(
     Call again (on a config reload) to change either: the handlers of the
     previous call are replaced. ``stream`` is where the ``stderr`` and
     ``console`` targets write (default ``sys.stderr``). Raises ValueError for
-    an unknown level or target, and for ``journal`` without systemd-python.
+    an unknown level or target.
     """
     levelno = parse_level(level)
     if target not in TARGETS:
         raise ValueError(f"unknown log target {target!r} (one of {', '.join(TARGETS)})")
     out = stream if stream is not None else sys.stderr
 
-    send = _journal_send() if target in ("auto", "journal") else None
     if target == "auto":
         if not _under_systemd(out):
             target = "console"
-        elif send is not None and os.path.exists(JOURNAL_SOCKET):
+        elif os.path.exists(JOURNAL_SOCKET):
             target = "journal"
         else:
             target = "stderr"
 
     handler: logging.Handler
     if target == "journal":
-        if send is None:
-            raise ValueError("log target 'journal' needs systemd-python (Debian: python3-systemd)")
-        handler = JournalHandler(send, identifier, fallback=stream)
+        handler = JournalHandler(NativeJournal(JOURNAL_SOCKET).send, identifier, fallback=stream)
     else:
         handler = logging.StreamHandler(out)
         handler.setFormatter(PrefixFormatter() if target == "stderr" else ConsoleFormatter())

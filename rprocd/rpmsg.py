@@ -30,7 +30,7 @@ from typing import Protocol
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
 from .memory import MemoryAccessError, MemoryMap, block_copy
-from .names import check_name
+from .names import check_name, safe_name
 from .vring import VRING_DESC_F_WRITE, Vring, VringError
 
 HDR = struct.Struct("<IIIHH")  # src, dst, reserved, len, flags
@@ -355,7 +355,13 @@ class RpmsgBus:
                 return
             n = self.stats.ns_destroyed = self.stats.ns_destroyed + 1
             if lifecycle_logged(n):
-                log.info("remote destroyed channel %r (addr %#x; %d destroyed so far)", name, addr, n)
+                log.info(
+                    "remote destroyed channel %r (addr %#x; %d destroyed so far)",
+                    name,
+                    addr,
+                    n,
+                    extra={"ENDPOINT": safe_name(raw)},
+                )
             self._remove(ch)
             return
         old = self.by_name.get(raw)
@@ -377,7 +383,14 @@ class RpmsgBus:
         self._save_state()
         n = self.stats.ns_created = self.stats.ns_created + 1
         if lifecycle_logged(n):
-            log.info("remote announced channel %r: remote %#x, local %#x (%d so far)", name, addr, ch.local, n)
+            log.info(
+                "remote announced channel %r: remote %#x, local %#x (%d so far)",
+                name,
+                addr,
+                ch.local,
+                n,
+                extra={"ENDPOINT": safe_name(raw)},
+            )
         self._channel_event(ch, True)
 
     def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:

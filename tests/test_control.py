@@ -31,6 +31,7 @@ COMMANDS = [
     "create-endpoint",
     "destroy-endpoint",
     "inspect",
+    "wait",
 ]
 
 
@@ -300,7 +301,7 @@ def test_errors_are_one_line(rig: Rig, tmp_path: Path) -> None:
     )
     assert "no remote named" in one_line_error(rig.ctl("--remote", "other", "status"), "status")
     gone = [sys.executable, "-m", "rprocd.cli.ctl", "--runtime-dir", str(tmp_path)]
-    for cmd in ("status", "stats", "trace", "create-endpoint"):
+    for cmd in ("status", "stats", "trace", "create-endpoint", "endpoints"):
         extra = ["x"] if cmd == "create-endpoint" else []
         p = subprocess.run([*gone, cmd, *extra], capture_output=True, timeout=20, env=rig.env)
         assert "rprocd is not running" in one_line_error(p, cmd)
@@ -368,3 +369,43 @@ def test_stream_export_echo_with_length_prefix(rig: Rig) -> None:
     eps = control_request(rig.runtime, "endpoints")["result"]["endpoints"]
     st = next(e for e in eps if e["name"] == "rpmsg-tty")["exports"]["stream"]
     assert st["tx_oversized"] == 1 and st["tx_msgs"] >= len(msgs)
+
+
+# -- rprocctl wait, and endpoints without a daemon -------------------------------------------------
+
+
+def test_wait_for_the_remote_and_its_endpoints(rig: Rig) -> None:
+    ok(rig.ctl("wait", "--timeout", "10"))
+    ok(rig.ctl("wait", "--endpoint", "rpmsg-tty", "-e", "rpmsg-client-sample", "--timeout", "10"))
+    err = one_line_error(rig.ctl("wait", "--endpoint", "rpmsg-tty", "--endpoint", "nope", "--timeout", "0.5"), "wait")
+    assert "no endpoint nope on main" in err and "gave up after 0.5 s" in err
+    assert "no remote named" in one_line_error(rig.ctl("--remote", "other", "wait", "--timeout", "5"), "wait")
+
+
+def test_wait_started_before_the_daemon_returns_once_the_endpoint_exists(tmp_path: Path) -> None:
+    """What ``ExecStartPre=rprocctl wait --endpoint ...`` in a client unit relies on."""
+    rig = Rig(tmp_path)
+    argv = [sys.executable, "-m", "rprocd.cli.ctl", "--runtime-dir", str(rig.runtime)]
+    waiter = subprocess.Popen([*argv, "wait", "--endpoint", "rpmsg-tty", "--timeout", "120"], env=rig.env)
+    try:
+        assert waiter.poll() is None  # nothing to wait on yet: it must still be waiting
+        with rig:
+            assert waiter.wait(120) == 0
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
+    gone = subprocess.run([*argv, "wait", "--timeout", "0.3"], capture_output=True, timeout=20, env=rig.env)
+    assert "rprocd is not running" in one_line_error(gone, "wait")
+
+
+def test_endpoints_after_the_daemon_was_killed_is_a_failure(tmp_path: Path) -> None:
+    """SIGKILL leaves the sockets behind: listing them would show dead endpoints as if they worked."""
+    with Rig(tmp_path) as rig:
+        daemon = next(p for name, p in rig.procs if name == "daemon")
+        daemon.kill()
+        daemon.wait(10)
+        assert (rig.runtime / "main" / "ept" / "rpmsg-tty").exists()  # left behind
+        err = one_line_error(rig.ctl("endpoints"), "endpoints")
+        assert "rprocd is not running" in err
+        assert rig.ctl("endpoints").returncode == 1

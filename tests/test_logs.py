@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import io
 import logging
 import os
 import re
+import signal
+import socket
+import struct
 import subprocess
 import sys
-import types
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -112,57 +116,185 @@ def test_levels_are_case_insensitive() -> None:
     assert parse_level(logging.ERROR) == logging.ERROR
 
 
-class FakeJournal:
-    """Stands for ``systemd.journal``: records what ``send`` was given, or fails like an absent journald."""
+class FakeJournald:
+    """journald's native socket, reading datagrams the way ``src/journal/journald-native.c`` does.
 
-    def __init__(self, fail: bool = False) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.fail = fail
+    From systemd's ``server_process_native_message``: lines up to ``\n``; an
+    empty line ends an entry (so does the datagram's end); a line starting with
+    ``.`` or ``#`` is skipped; ``NAME=value`` is a field; a line with no ``=``
+    is a field name followed by a little-endian 64-bit length, that many bytes
+    of value and a ``\n`` (anything else is refused: the rest of the datagram
+    is dropped).  Names must pass ``journal_field_valid`` (upper case, digits,
+    ``_``, not starting with a digit, at most 64), else the field is ignored.
+    An entry may come as a file descriptor (``SCM_RIGHTS``) to a sealed memfd
+    with an empty datagram (``server_process_native_file``).  Documented in
+    systemd's ``docs/JOURNAL_NATIVE_PROTOCOL.md``.
+    """
 
-    def send(self, message: str, **fields: Any) -> None:
-        if self.fail:
-            raise FileNotFoundError(2, "No such file or directory")
-        self.sent.append((message, fields))
+    NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.bad = 0  # datagrams refused
+
+    def _parse(self, data: bytes) -> list[dict[str, bytes]]:
+        entries: list[dict[str, bytes]] = []
+        entry: dict[str, bytes] = {}
+        p = 0
+        while p < len(data):
+            e = data.find(b"\n", p)
+            if e < 0:
+                break  # trailing noise: journald ignores it and flushes what it has
+            line = data[p:e]
+            if not line:
+                entries.append(entry)
+                entry = {}
+                p = e + 1
+                continue
+            if line[:1] in (b".", b"#"):
+                p = e + 1
+                continue
+            if b"=" in line:
+                name, _, value = line.partition(b"=")
+                p = e + 1
+            else:
+                name = line
+                if e + 9 > len(data):
+                    self.bad += 1
+                    break
+                (n,) = struct.unpack_from("<Q", data, e + 1)
+                start = e + 9
+                if start + n + 1 > len(data) or data[start + n : start + n + 1] != b"\n":
+                    self.bad += 1
+                    break
+                value = data[start : start + n]
+                p = start + n + 1
+            key = name.decode("ascii", "replace")
+            if self.NAME.fullmatch(key) and not key.startswith("_") and not key[0].isdigit():
+                entry[key] = value
+        if entry:
+            entries.append(entry)
+        return entries
+
+    def read(self, timeout: float = 5.0) -> list[dict[str, str]]:
+        """The entries of the next datagram (or memfd), values decoded."""
+        self.sock.settimeout(timeout)
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
+        for fd in fds:
+            try:
+                seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+                assert seals & (fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE), (
+                    "journald wants it sealed"
+                )
+                assert not data, "with a file descriptor the datagram is empty"
+                data = os.pread(fd, os.fstat(fd).st_size, 0)
+            finally:
+                os.close(fd)
+        return [{k: v.decode() for k, v in e.items()} for e in self._parse(data)]
+
+    def entries(self, timeout: float = 0.05) -> list[dict[str, str]]:
+        """Every entry waiting now (the next one within ``timeout``)."""
+        out: list[dict[str, str]] = []
+        while True:
+            try:
+                out += self.read(timeout)
+            except TimeoutError:
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
 
 
-def install_fake_journal(monkeypatch: pytest.MonkeyPatch, journal: FakeJournal) -> None:
-    pkg = types.ModuleType("systemd")
-    mod = types.ModuleType("systemd.journal")
-    mod.send = journal.send  # type: ignore[attr-defined]
-    pkg.journal = mod  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "systemd", pkg)
-    monkeypatch.setitem(sys.modules, "systemd.journal", mod)
+@pytest.fixture
+def journald(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJournald]:
+    j = FakeJournald(tmp_path / "journal.socket")
+    monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(j.path))
+    yield j
+    j.close()
 
 
-def test_journal_gets_structured_fields_and_only_valid_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    journal = FakeJournal()
-    install_fake_journal(monkeypatch, journal)
+def test_journal_gets_structured_fields_and_only_valid_ones(journald: FakeJournald) -> None:
     assert setup_logging("info", "journal") == "journal"
     log = bind("rprocd.bus", REMOTE="main")
     log.info("endpoint %s up", "rpmsg-tty", extra={"ENDPOINT": "rpmsg-tty", "RX": 3, "lower": "x", "PRIORITY": "0"})
     log.debug("not at info")
-    [(message, fields)] = journal.sent
-    assert message == "endpoint rpmsg-tty up"
+    [fields] = journald.entries()
+    assert fields["MESSAGE"] == "endpoint rpmsg-tty up"
     assert fields["PRIORITY"] == "6"  # not overridable by a record
     assert fields["SYSLOG_IDENTIFIER"] == "rprocd"
     assert fields["LOGGER"] == "rprocd.bus"
-    assert (fields["REMOTE"], fields["ENDPOINT"], fields["RX"]) == ("main", "rpmsg-tty", 3)
+    assert (fields["REMOTE"], fields["ENDPOINT"], fields["RX"]) == ("main", "rpmsg-tty", "3")
     assert fields["CODE_FUNC"] == "test_journal_gets_structured_fields_and_only_valid_ones"
     assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", k) for k in fields), fields  # no msg, args, lower, ...
+    assert journald.bad == 0
 
 
-def test_journal_unreachable_falls_back_to_prefixed_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
-    install_fake_journal(monkeypatch, FakeJournal(fail=True))
+def test_a_multi_line_message_goes_as_a_binary_field(journald: FakeJournald) -> None:
+    setup_logging("info", "journal")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("rprocd").exception("failed\nMESSAGE=forged", extra={"REMOTE": "a=b\nc"})
+    [fields] = journald.entries()
+    assert fields["MESSAGE"].startswith("failed\nMESSAGE=forged\nTraceback")  # one field, newlines and all
+    assert fields["MESSAGE"].endswith("RuntimeError: boom")
+    assert fields["REMOTE"] == "a=b\nc"
+    assert fields["PRIORITY"] == "3" and journald.bad == 0
+
+
+def test_an_entry_too_large_for_a_datagram_goes_as_a_sealed_memfd(journald: FakeJournald) -> None:
+    journald.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sender = logs.NativeJournal(str(journald.path))
+    sender._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # EMSGSIZE well below the text's size
+    big = "x" * 300_000
+    sender.send(big, REMOTE="main")
+    sender.close()
+    [fields] = journald.entries()
+    assert fields == {"MESSAGE": big, "REMOTE": "main"}
+
+
+def test_context_fields_follow_tasks_and_callbacks(journald: FakeJournald) -> None:
+    """``logs.context``: what the daemon uses to put REMOTE/ENDPOINT on every entry of a remote's task."""
+    setup_logging("info", "journal")
+    log = logging.getLogger("rprocd")
+
+    async def remote() -> None:
+        loop = asyncio.get_running_loop()
+        with logs.context(ENDPOINT="rpmsg-tty"):
+            done = asyncio.Event()
+
+            def callback() -> None:
+                log.info("from a callback")
+                done.set()
+
+            loop.call_soon(callback)
+        log.info("in the task")
+        await done.wait()
+
+    async def main() -> None:
+        with logs.context(REMOTE="main"):
+            task = asyncio.get_running_loop().create_task(remote())
+        log.info("outside")
+        await task
+
+    asyncio.run(main())
+    got = {e["MESSAGE"]: (e.get("REMOTE"), e.get("ENDPOINT")) for e in journald.entries()}
+    assert got == {
+        "outside": (None, None),
+        "in the task": ("main", None),
+        "from a callback": ("main", "rpmsg-tty"),
+    }
+
+
+def test_journal_unreachable_falls_back_to_prefixed_stderr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(tmp_path / "nobody-listens"))
     buf = io.StringIO()
     setup_logging("info", "journal", stream=buf)
     logging.getLogger("rprocd").warning("still seen", extra={"REMOTE": "main"})
     assert journald_parse(buf.getvalue()) == [(4, "still seen [REMOTE=main]")]
-
-
-def test_journal_target_without_systemd_python_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # makes the import fail
-    with pytest.raises(ValueError, match="python3-systemd"):
-        setup_logging("info", "journal")
 
 
 def _as_stderr_of_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> io.TextIOWrapper:
@@ -174,29 +306,21 @@ def _as_stderr_of_a_unit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> io.
 
 
 def test_auto_under_systemd_prefers_the_journal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    install_fake_journal(monkeypatch, FakeJournal())
     journald = tmp_path / "journal.socket"
     monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(journald))
     with _as_stderr_of_a_unit(monkeypatch, tmp_path) as f:
         assert setup_logging(stream=f) == "stderr"  # no journald listening: entries would vanish
         journald.touch()
         assert setup_logging(stream=f) == "journal"
-
-
-def test_auto_under_systemd_without_systemd_python_uses_prefixes(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setitem(sys.modules, "systemd.journal", None)
-    with _as_stderr_of_a_unit(monkeypatch, tmp_path) as f:
-        assert setup_logging(stream=f) == "stderr"
     buf = io.StringIO()
     monkeypatch.delenv("JOURNAL_STREAM")
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
+    assert setup_logging(stream=buf) == "journal"
+    journald.unlink()
     assert setup_logging(stream=buf) == "stderr"
 
 
 def test_auto_outside_systemd_is_console(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    install_fake_journal(monkeypatch, FakeJournal())
     monkeypatch.setattr(logs, "JOURNAL_SOCKET", str(tmp_path))  # exists
     with open(tmp_path / "other", "w") as f:
         monkeypatch.setenv("JOURNAL_STREAM", "1:2")  # inherited, but names some other stream
@@ -204,9 +328,9 @@ def test_auto_outside_systemd_is_console(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_fallback_in_a_real_process_is_what_journald_reads(tmp_path: Path) -> None:
-    """The daemon's process, started the way systemd starts it without systemd-python: prefixes on stderr."""
+    """The daemon's process, started the way systemd starts it without journald's socket: prefixes on stderr."""
     code = (
-        "import logging, sys; sys.modules['systemd.journal'] = None\n"
+        "import logging, sys; import rprocd.logs; rprocd.logs.JOURNAL_SOCKET = '/nonexistent'\n"
         "from rprocd.logs import setup_logging\n"
         "print(setup_logging('info'), file=sys.stdout)\n"
         "logging.getLogger('rprocd').info('serving', extra={'REMOTE': 'main'})\n"
@@ -217,3 +341,68 @@ def test_fallback_in_a_real_process_is_what_journald_reads(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert r.stdout.strip() == "stderr"
     assert journald_parse(r.stderr) == [(6, "serving [REMOTE=main]"), (3, "two"), (3, "lines")]
+
+
+def _cli(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", *args]
+
+
+def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> None:
+    """The real daemon under a fake journald: REMOTE= on every entry about the remote, ENDPOINT= on every
+    entry about an endpoint (as ``journalctl -u rprocd REMOTE=main ENDPOINT=...`` is documented to find),
+    and the attach is one line once the announcements settled, not one per endpoint; the simulated
+    remote's final stats count the session the daemon just ended."""
+    journald = FakeJournald(tmp_path / "journal.socket")
+    board, rundir = tmp_path / "board", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "INVOCATION_ID": "1" * 32}
+    env.pop("JOURNAL_STREAM", None)
+    env.pop("NOTIFY_SOCKET", None)
+    daemon_code = (
+        "import sys, rprocd.logs as logs; logs.JOURNAL_SOCKET = sys.argv[1]\n"
+        "from rprocd.cli.daemon import main; sys.exit(main(sys.argv[2:]))"
+    )
+    sim_log = open(tmp_path / "sim.log", "wb")  # noqa: SIM115 - the child's stderr, closed below
+    sim = subprocess.Popen(_cli("rprocd.cli.ctl", "sim", "--board", str(board)), env=env, stderr=sim_log)
+    sim_log.close()
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", daemon_code, str(journald.path), "--board", str(board), "--runtime-dir", str(rundir)],
+        env=env,
+    )
+    entries: list[dict[str, str]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any(e["MESSAGE"].startswith("main: attached") for e in entries):
+            assert time.monotonic() < deadline, f"no attach within 60 s: {[e['MESSAGE'] for e in entries]}"
+            assert daemon.poll() is None, f"rprocd exited with {daemon.returncode}"
+            entries += journald.entries(0.5)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+            c.settimeout(10)
+            c.connect(str(rundir / "main" / "ept" / "rpmsg-client-sample"))
+            c.send(b"hello")
+            assert c.recv(496) == b"hello"
+        # Stopped in a live session (as Ctrl-C on `make run` stops both): its final figures count that session's end.
+        sim.send_signal(signal.SIGTERM)
+        assert sim.wait(30) == 0
+        [stopped] = [line for line in (tmp_path / "sim.log").read_text().splitlines() if "stopped: " in line]
+        assert "'sessions': 1," in stopped and "'sessions_ended': 1," in stopped, stopped
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        entries += journald.entries(0.2)
+    finally:
+        for p in (daemon, sim):
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+        journald.close()
+    messages = [e["MESSAGE"] for e in entries]
+    assert journald.bad == 0
+    about_remote = [e for e in entries if e["MESSAGE"].startswith("main:") or "channel '" in e["MESSAGE"]]
+    assert len(about_remote) >= 4, messages
+    assert all(e.get("REMOTE") == "main" for e in about_remote), [e for e in about_remote if "REMOTE" not in e]
+    endpoints = ("rpmsg-client-sample", "rpmsg-tty", "rpmsg-sink", "rpmsg-source")
+    for ept in endpoints:
+        about = [e for e in entries if re.search(rf"\b{ept}\b", e["MESSAGE"])]
+        assert len(about) >= 3, (ept, messages)  # announced, socket created, socket removed
+        assert all((e.get("REMOTE"), e.get("ENDPOINT")) == ("main", ept) for e in about), about
+    assert [m for m in messages if m.startswith("main: attached")] == ["main: attached to main: 4 endpoints"]
+    assert f"main: waiting on the virtual board in {board} (start the remote: rprocctl sim --board {board})" in messages

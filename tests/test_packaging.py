@@ -69,12 +69,44 @@ def test_deb_holds_unit_conffile_udev_sysusers_and_man_pages(deb: Path) -> None:
         "/usr/share/man/man8/rprocd.8.gz",
         "/usr/share/man/man1/rprocctl.1.gz",
         "/usr/share/doc/rprocd/install.md.gz",
+        "/usr/share/doc/rprocd/hardware.md.gz",  # where the log's hint for missing UIO devices points
         "/usr/lib/python3/dist-packages/rprocd/sdnotify.py",
         "/usr/lib/python3/dist-packages/rprocd/native/_barrier.so",  # under the name rprocd.native looks for
     ):
         assert path in files, path
     assert run("dpkg-deb", "-f", deb, "Package").stdout.strip() == "rprocd"
     assert run("dpkg-deb", "-I", deb, "conffiles").stdout.split() == ["/etc/rprocd/rprocd.toml"]
+
+
+def _documented_files() -> set[str]:
+    """The paths docs/install.md says the package installs (its table), man pages as their installed names."""
+    text = (REPO / "docs" / "install.md").read_text()
+    table = text.split("The package installs", 1)[1].split("\n\n", 2)[1]
+    assert table.startswith("| file |"), table[:80]
+    out = set()
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        out |= set(re.findall(r"`(/[^`]+)`", cell))
+        out |= {f"/usr/share/man/man{sec}/{name}.{sec}.gz" for name, sec in re.findall(r"`([\w-]+)\((\d)\)`", cell)}
+    return out
+
+
+def test_the_docs_list_exactly_what_the_package_installs(deb: Path) -> None:
+    """docs/install.md's table and the .deb agree (a doc once promised a tmpfiles snippet nobody shipped)."""
+    shipped = {
+        line.split()[-1].lstrip(".")
+        for line in run("dpkg-deb", "-c", deb).stdout.splitlines()
+        if not line.startswith("d")
+    }
+    own = {
+        f
+        for f in shipped
+        if not f.startswith("/usr/lib/python3/dist-packages/")
+        and f not in ("/usr/share/doc/rprocd/copyright", "/usr/share/doc/rprocd/changelog.gz")
+    }
+    assert _documented_files() == own
+    assert not any("tmpfiles.d" in f for f in shipped)
+    assert "RuntimeDirectory=rprocd" in (REPO / "systemd" / "rprocd.service").read_text()  # what makes /run/rprocd
 
 
 def test_maintainer_scripts_create_the_user_and_enable_the_service(deb: Path) -> None:
@@ -90,7 +122,8 @@ def test_dependencies_come_from_debian_and_leave_mqtt_optional(deb: Path) -> Non
         assert pkg in depends
     assert "procps" in depends  # /bin/kill for ExecReload: not in a minimal Debian (debootstrap --variant=minbase)
     assert "aiomqtt" not in depends and "paho" not in depends
-    assert "python3-systemd" in run("dpkg-deb", "-f", deb, "Recommends").stdout
+    # The journal needs no library (rprocd.logs.NativeJournal); uvloop is the one extra worth having.
+    assert run("dpkg-deb", "-f", deb, "Recommends").stdout.split() == ["python3-uvloop"]
 
 
 def test_apt_can_install_it_on_this_debian(deb: Path) -> None:

@@ -224,3 +224,146 @@ def test_daemon_speaks_sd_notify(tmp_path: Path) -> None:
                 p.kill()
                 p.wait(10)
         manager.close()
+
+
+# --- start-up: READY ordering, no UIO devices yet, signals, command-line errors -------------------------------
+
+
+def _uio_config(tmp_path: Path) -> Path:
+    """The shipped config, with an empty sysfs and /dev: a board whose UIO devices are not there (yet)."""
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    (sysfs / "class" / "uio").mkdir(parents=True)
+    dev.mkdir()
+    text = (REPO / "etc" / "rprocd" / "rprocd.toml").read_text()
+    text = text.replace('runtime_dir = "/run/rprocd"', f'runtime_dir = "{tmp_path / "run"}"', 1)
+    text = text.replace(
+        'memory = ["rpmsg_shm"]', f'memory = ["rpmsg_shm"]\nsysfs_root = "{sysfs}"\ndev_root = "{dev}"', 1
+    )
+    assert str(sysfs) in text and str(tmp_path / "run") in text
+    cfg = tmp_path / "rprocd.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+def _control_hello(path: Path) -> dict[str, object]:
+    import json
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.settimeout(10)
+        c.connect(str(path))
+        c.sendall(b'{"v": 1, "id": 1, "cmd": "status"}\n')
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = c.recv(65536)
+            assert chunk, "the control socket closed without an answer"
+            data += chunk
+    reply: dict[str, object] = json.loads(data)
+    return reply
+
+
+def test_ready_without_uio_devices_after_the_control_socket_listens(tmp_path: Path) -> None:
+    """Issue 11 section 6 / issue 13 section 3: no UIO device yet, and still READY=1 with a STATUS saying
+    what it waits for, sent only once the control socket serves; one hint in the log; SIGTERM while
+    waiting ends it cleanly (status 0, a log line)."""
+    cfg = _uio_config(tmp_path)
+    manager = FakeManager(str(tmp_path / "notify.sock"))
+    env = {**os.environ, "NOTIFY_SOCKET": manager.address, "PYTHONPATH": str(REPO)}
+    for k in ("WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID", "JOURNAL_STREAM"):
+        env.pop(k, None)
+    daemon = subprocess.Popen(
+        _cli("rprocd.cli.daemon", "-c", str(cfg)), env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    manager.sender = daemon
+    try:
+        ready = manager.wait_for(lambda m: m.get("READY") == "1", 30, "READY=1 with no UIO device")
+        # READY=1 came after bind+listen+rename of the control socket: it answers right now.
+        status = _control_hello(tmp_path / "run" / "control")
+        assert status["ok"] is True
+        assert "waiting for UIO device(s) rpmsg_shm, mbox" in ready.get("STATUS", ""), ready
+        [remote] = status["result"]["remotes"]  # type: ignore[index]
+        assert remote["state"] == "waiting" and "rpmsg_shm, mbox" in remote["detail"], remote
+        daemon.send_signal(signal.SIGTERM)
+        manager.sender = None
+        manager.wait_for(lambda m: m.get("STOPPING") == "1", 10, "STOPPING=1 after SIGTERM")
+        _, err = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.communicate(timeout=10)
+        manager.close()
+    text = err.decode()
+    assert daemon.returncode == 0, text
+    hints = [line for line in text.splitlines() if "uio_pdrv_genirq" in line]
+    assert len(hints) == 1, text
+    for words in ("rpmsg_shm, mbox", "device-tree overlay", "of_id=generic-uio", "docs/hardware.md", "--board DIR"):
+        assert words in hints[0], (words, hints[0])
+    assert "SIGTERM: stopping" in text
+
+
+def test_a_stop_request_before_the_loop_serves_is_a_clean_exit(tmp_path: Path) -> None:
+    """SIGTERM while the configuration is still being read (before the event loop owns the signals)."""
+    code = (
+        "import os, signal, sys, time\n"
+        "import rprocd.cli.daemon as d\n"
+        "def slow(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(30)\n"
+        "d.load_config = slow\n"
+        "sys.exit(d.main(['--board', sys.argv[1]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, timeout=20)
+    assert (r.returncode, r.stderr.decode().strip()) == (0, "rprocd: SIGTERM: stopping before rprocd served")
+
+
+def test_a_board_folder_whose_parent_is_missing_is_refused(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    board = tmp_path / "nonexistent" / "dir"
+    r = subprocess.run(
+        _cli("rprocd.cli.daemon", "--board", str(board), "--runtime-dir", str(tmp_path / "run")),
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    lines = r.stderr.decode().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, lines
+    assert str(board) in lines[0] and "does not exist" in lines[0]
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_config_error_exits_2_with_and_without_check(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[daemon]\nlog_level = "loud"\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    codes = []
+    for extra in ([], ["--check"]):
+        r = subprocess.run(_cli("rprocd.cli.daemon", *extra, "-c", str(cfg)), env=env, capture_output=True, timeout=30)
+        assert "log_level" in r.stderr.decode(), r.stderr
+        codes.append(r.returncode)
+    assert codes == [2, 2]
+
+
+def test_ready_is_sent_only_once_the_control_socket_exists(tmp_path: Path) -> None:
+    """Deterministic form of the ordering (strace showed sendto READY=1 before the bind of control):
+    at the moment the daemon says READY=1, the control socket is in place."""
+    code = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "import rprocd.sdnotify as sd\n"
+        "orig = sd.Notifier.ready\n"
+        "def ready(self, status=None):\n"
+        "    print('control at READY:', Path(sys.argv[2], 'control').is_socket(), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return orig(self, status)\n"
+        "sd.Notifier.ready = ready\n"
+        "from rprocd.cli.daemon import main\n"
+        "sys.exit(main(['--board', sys.argv[1], '--runtime-dir', sys.argv[2]]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "board"), str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout.decode()) == (0, "control at READY: True\n"), r.stderr.decode()

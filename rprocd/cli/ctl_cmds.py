@@ -1,4 +1,4 @@
-"""``rprocctl status | stats | trace | create-endpoint | destroy-endpoint``: over the control socket.
+"""``rprocctl status | stats | trace | wait | create-endpoint | destroy-endpoint``: over the control socket.
 
 Every command prints for people by default and the control socket's
 ``result`` object with ``--json`` (schema: docs/control.md).  Every failure is
@@ -11,10 +11,13 @@ import argparse
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..client import Control, ControlError, EndpointClosed, EndpointNotFound
+from ..names import safe_name
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -155,6 +158,57 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- wait ----------------------------------------------------------------------------
+
+WAIT_POLL = 0.1  # seconds between looks at the endpoint folder (no request, so nothing in the daemon's log)
+WAIT_ASK_MAX = 2.0  # at most this long between questions to the daemon while its answer is "not yet"
+
+
+def _wait_once(args: argparse.Namespace, epts: list[str]) -> tuple[str | None, bool]:
+    """(why not yet, or None when ready; whether the daemon was asked)."""
+    folder = Path(args.runtime_dir) / args.remote / "ept"
+    absent = [e for e in epts if not (folder / safe_name(e)).is_socket()]
+    if absent:  # the sockets come first; asking the daemon before that would only fill its log
+        return f"no endpoint {', '.join(absent)} on {args.remote}", False
+    try:
+        with Control(args.runtime_dir, timeout=5) as c:
+            [st] = c.status(args.remote)
+            if not st["attached"]:
+                return f"{args.remote} is not attached ({st['detail']})", True
+            have = {e["name"] for e in c.endpoints(args.remote)}
+    except FileNotFoundError as e:  # not started yet, or gone: keep waiting
+        return e.strerror or str(e), True
+    except ControlError as e:
+        if e.code == "no-such-remote":
+            raise Failure(str(e)) from None  # waiting will not help
+        return str(e), True
+    missing = [e for e in epts if e not in have]
+    if missing:  # stale socket files of a daemon that died
+        return f"no endpoint {', '.join(missing)} on {args.remote}", True
+    return None, True
+
+
+@guarded
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Exit 0 once the remote is attached and every ``--endpoint`` exists; 1 with one line at the timeout."""
+    if args.timeout < 0:
+        raise Failure("--timeout must be >= 0 (0 waits forever)")
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    ask_delay, next_ask, last = WAIT_POLL, 0.0, ""
+    while True:
+        now = time.monotonic()
+        if now >= next_ask:
+            why, asked = _wait_once(args, args.endpoint)
+            if why is None:
+                return 0
+            if asked:
+                next_ask, ask_delay = now + ask_delay, min(ask_delay * 2, WAIT_ASK_MAX)
+            last = why
+        if deadline is not None and now >= deadline:
+            raise Failure(f"{last}; gave up after {args.timeout:g} s")
+        time.sleep(WAIT_POLL if deadline is None else max(0.0, min(WAIT_POLL, deadline - now)))
+
+
 # -- host-side endpoints ---------------------------------------------------------------
 
 
@@ -230,6 +284,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = _parser(sub, "trace", "print the remote's trace buffer (Zephyr RAM console)", "rprocctl trace -f")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what the remote adds")
     p.set_defaults(func=cmd_trace)
+
+    p = _parser(
+        sub,
+        "wait",
+        "wait until the remote is attached and the named endpoints exist (for ExecStartPre= of client units)",
+        "rprocctl wait --endpoint rpmsg-tty --timeout 60",
+    )
+    p.add_argument(
+        "--endpoint",
+        "-e",
+        action="append",
+        default=[],
+        metavar="EPT",
+        help="an endpoint that must exist (repeatable)",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="give up after S seconds (0: never)")
+    p.set_defaults(func=cmd_wait)
 
     p = _parser(
         sub,

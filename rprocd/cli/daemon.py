@@ -4,6 +4,10 @@
 foreground.  Without a config file it uses the built-in tcc807x layout on UIO;
 ``--board DIR`` selects the virtual board in DIR instead.  Options given on
 the command line win over the file.
+
+Exit status: 0 after a clean stop (SIGTERM/SIGINT, at any moment, also while
+waiting for devices), 1 when it cannot run (a device that cannot be opened),
+2 for a usage or configuration error (with or without ``--check``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import functools
 import grp
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +25,8 @@ from typing import Any
 
 from .. import __version__
 from ..app import ExtensionFactory, RemoteSpec, serve
-from ..backends.factory import open_lifecycle, open_platform
+from ..backends.factory import _uio_names, open_lifecycle, open_platform
+from ..backends.uio import lookup
 from ..config import Config, ConfigError, RemoteConfig, check_main, load_config
 from ..daemon import RemoteHost
 from ..exports.sockets import EndpointPolicy
@@ -28,6 +34,68 @@ from ..logs import setup_logging
 from ..service import ServiceNotifier
 
 log = logging.getLogger("rprocd")
+
+EXIT_FAILURE = 1  # could not run: a device that cannot be opened, no permission
+EXIT_CONFIG = 2  # usage or configuration error, the same as argparse's usage errors
+
+
+class _EarlySignal(Exception):
+    """SIGTERM/SIGINT before the event loop took the signals over (rprocd.app.serve)."""
+
+
+def _early_signal(signum: int, _frame: object) -> None:
+    raise _EarlySignal(signal.Signals(signum).name)
+
+
+def _missing_devices(rc: RemoteConfig, board: str | None) -> list[str]:
+    """The UIO devices this remote needs that do not exist (yet)."""
+    if board is not None or rc.backend == "sim":
+        return []
+    names = _uio_names(rc)
+    found = lookup(names, rc.uio.sysfs_root, rc.uio.dev_root) if names else {}
+    return [n for n in names if n not in found]
+
+
+def _waiting_for(rc: RemoteConfig, board: str | None) -> str | None:
+    """What opening the remote will wait for, in words; logs, once, how to make the devices appear."""
+    missing = _missing_devices(rc, board)
+    if not missing:
+        if board is not None or rc.backend == "sim":
+            where = Path(board or rc.board or ".").resolve()
+            log.info(
+                "%s: waiting on the virtual board in %s (start the remote: rprocctl sim --board %s)",
+                rc.name,
+                where,
+                where,
+                extra={"REMOTE": rc.name},
+            )
+        return None
+    devices = ", ".join(missing)
+    log.warning(
+        "%s: no UIO device named %s under %s/class/uio yet. They come from the device-tree overlay "
+        "(generic-uio nodes; see docs/hardware.md, installed as /usr/share/doc/rprocd/hardware.md.gz) "
+        "bound by uio_pdrv_genirq (modprobe uio_pdrv_genirq of_id=generic-uio, or "
+        "uio_pdrv_genirq.of_id=generic-uio on the kernel command line); rprocd serves meanwhile and "
+        "attaches when they appear. No board? --board DIR runs on the virtual board in DIR "
+        "(rprocctl sim --board DIR).",
+        rc.name,
+        devices,
+        rc.uio.sysfs_root,
+        extra={"REMOTE": rc.name},
+    )
+    return f"waiting for UIO device(s) {devices}"
+
+
+def _board_error(config: Config, board: str | None) -> str | None:
+    """A virtual board folder whose parent does not exist: a typo, not a folder to create."""
+    for rc in config.remotes.values():
+        directory = board if board is not None else rc.board if rc.backend == "sim" else None
+        if directory is None:
+            continue
+        parent = Path(directory).absolute().parent
+        if not parent.is_dir():
+            return f"board folder {directory}: {parent} does not exist (create it, or fix --board)"
+    return None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,6 +189,7 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
             socket_gid=gid,
             open_lifecycle=functools.partial(open_lifecycle, rc),
             max_channels=rc.max_channels,
+            waiting_for=functools.partial(_waiting_for, rc, board),
         )
         for name, rc in cfg.remotes.items()
     ]
@@ -129,7 +198,7 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
         rt.notifier = ServiceNotifier(hosts)
         return rt.notifier
 
-    extensions: list[ExtensionFactory] = [notifier]
+    extensions: list[ExtensionFactory] = []
     if cfg.control.enabled:
         from ..control import factory as control_factory
 
@@ -149,10 +218,30 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
         extensions.append(
             lambda hosts: MqttBridge(mqtt, hosts, writable=lambda r, e: rt.remote(r).endpoint_options(e).mqtt_writable)
         )
+    # Last: it says READY=1 when it starts, and serve() starts the extensions in order, so systemd
+    # hears READY only once the control socket and every other export listen.
+    extensions.append(notifier)
     return specs, extensions, runtime, cfg.daemon.socket_mode
 
 
 def main(argv: list[str] | None = None) -> int:
+    # From the first moment: until serve() takes the signals over on its loop, a stop request ends
+    # rprocd cleanly, with a log line and status 0 (not the default action's silent 143).
+    previous = {sig: signal.signal(sig, _early_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _main(argv)
+    except _EarlySignal as e:
+        if logging.getLogger().handlers:
+            log.info("%s: stopping before rprocd served", e)
+        else:  # before setup_logging: an INFO record would go nowhere
+            print(f"rprocd: {e}: stopping before rprocd served", file=sys.stderr)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     overrides: dict[str, Any] = {}
     if args.runtime_dir:
@@ -162,12 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_level:
         overrides["log_level"] = args.log_level
     if args.check:
-        return check_main(args.config, overrides)
+        return EXIT_CONFIG if check_main(args.config, overrides) else 0
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as e:
         print(f"rprocd: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    if (why := _board_error(config, args.board)) is not None:
+        print(f"rprocd: {why}", file=sys.stderr)
+        return EXIT_CONFIG
     setup_logging(config.daemon.log_level)
     rt = Runtime(args.config, overrides, config)
     specs, extensions, runtime, mode = build(rt, args.board)
@@ -180,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # a backend that cannot open (no UIO device, no permission): one clear line
         log.critical("rprocd cannot run: %s", e)
-        return 1
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

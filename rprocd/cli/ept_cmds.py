@@ -1,7 +1,7 @@
 """``rprocctl endpoints | send | listen``: the remote's endpoints from a shell.
 
-``endpoints`` asks the control socket (addresses, clients, counters); with no
-daemon control socket it falls back to listing the endpoint sockets.  ``send``
+``endpoints`` asks the control socket (addresses, clients, counters); without
+a daemon to answer it fails (exit 1) rather than list sockets that may be dead.  ``send``
 and ``listen`` use the endpoint sockets themselves, through
 :mod:`rprocd.client`, exactly as any other program would.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,29 +32,12 @@ def open_endpoint(args: argparse.Namespace, name: str) -> Endpoint:
 # -- endpoints ------------------------------------------------------------------------
 
 
-def _list_sockets(args: argparse.Namespace) -> list[dict[str, Any]]:
-    d = ept_dir(args)
-    try:
-        entries = sorted(d.iterdir())
-    except FileNotFoundError:
-        return []
-    return [{"name": e.name, "path": str(e)} for e in entries if stat.S_ISSOCK(e.lstat().st_mode)]
-
-
 @guarded
 def cmd_endpoints(args: argparse.Namespace) -> int:
-    try:
-        with Control(args.runtime_dir) as c:
-            eps = c.endpoints(args.remote)
-    except FileNotFoundError:
-        eps = _list_sockets(args)
-        print("rprocctl endpoints: no control socket; listing endpoint sockets only", file=sys.stderr)
-        if args.json:
-            print_json({"endpoints": eps})
-        else:
-            for e in eps:
-                print(e["name"])
-        return 0
+    # No fallback to listing socket files: with the daemon gone (or SIGKILLed, leaving its sockets
+    # behind) they may be dead; not reaching the daemon is a failure, exit 1, like every command.
+    with Control(args.runtime_dir) as c:
+        eps = c.endpoints(args.remote)
     if args.json:
         print_json({"endpoints": eps})
         return 0

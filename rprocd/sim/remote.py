@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
@@ -265,12 +266,14 @@ def run_from_args(args: argparse.Namespace) -> int:
             old[sig] = signal.signal(sig, on_signal)
     try:
         remote.run()
+        # What the host did just before we were told to stop (it detached: status 0, one
+        # last doorbell) still counts: serve it, so the final figures include that session's end.
+        remote.step()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
-        snap = remote.snapshot()
-        remote.close()
-    log.info("stopped: %s", snap["stats"])
+        remote.close()  # ends a session still open ("shutting down"); counted below
+    log.info("stopped: %s", asdict(remote.stats))
     return 0
 
 
