@@ -119,7 +119,7 @@ if [ "$FRESH_APT_CACHE" = 1 ]; then
 fi
 
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"; }
-in_root update-ca-certificates >/dev/null
+in_root update-ca-certificates >/dev/null 2>&1
 cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/ca-certificates.crt"
 
 # --- a normal user with sudo, and the clone -------------------------------------------------
@@ -138,13 +138,13 @@ chmod 644 "$R/tmp/rprocd.bundle"
 user_env=(/usr/bin/env -i HOME=/home/$USERNAME USER=$USERNAME LOGNAME=$USERNAME SHELL=/bin/bash
 	LANG=C.UTF-8 TERM=dumb PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games)
 as_user() { chroot --userspec="$USERNAME:$USERNAME" "$R" "${user_env[@]}" /bin/bash -lc "$1"; }
-as_user "git clone --quiet /tmp/rprocd.bundle ~/rprocd && cd ~/rprocd && git -c advice.detachedHead=false checkout --quiet $commit"
+as_user "git -c advice.detachedHead=false clone --quiet /tmp/rprocd.bundle ~/rprocd && cd ~/rprocd && git -c advice.detachedHead=false checkout --quiet $commit"
 say "cloned $commit into /home/$USERNAME/rprocd"
 
 # --- the README's second-terminal block ----------------------------------------------------
-# The first ```sh block after the line ending in "second terminal:".
-second=$(awk '/second terminal:/ {seen = 1} seen && /^```sh/ {inb = 1; next} inb && /^```/ {exit} inb' "$REPO/README.md")
-[ -n "$second" ] || die "README.md: no sh block after \"In a second terminal:\""
+# The first ```sh block after the line with "second terminal".
+second=$(awk '/second terminal/ {seen = 1} seen && /^```sh/ {inb = 1; next} inb && /^```/ {exit} inb' "$REPO/README.md")
+[ -n "$second" ] || die "README.md: no sh block after \"second terminal\""
 
 # --- 1. make run, and the second terminal ---------------------------------------------------
 say "as $USERNAME: make run (the README's first command)"
