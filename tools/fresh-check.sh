@@ -118,6 +118,9 @@ if [ "$FRESH_APT_CACHE" = 1 ]; then
 	echo 'Binary::apt::APT::Keep-Downloaded-Packages "true";' >"$R/etc/apt/apt.conf.d/10keep-debs"
 fi
 
+# A process of group $1 that has not ended (kill -0 also counts an unreaped zombie).
+group_alive() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}'; }
+
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"; }
 in_root update-ca-certificates >/dev/null 2>&1
 cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/ca-certificates.crt"
@@ -156,7 +159,7 @@ set +m
 ept=$R/home/$USERNAME/rprocd/.run/rprocd/main/ept
 want="rpmsg-client-sample rpmsg-sink rpmsg-source rpmsg-tty"
 until [ "$(ls "$ept" 2>/dev/null | sort | xargs)" = "$want" ]; do
-	kill -0 $run_pid 2>/dev/null || { tail -30 "$LOGS/make-run.log"; die "make run ended before the endpoints appeared"; }
+	group_alive $run_pid || { tail -30 "$LOGS/make-run.log"; die "make run ended before the endpoints appeared"; }
 	[ $((SECONDS - t0)) -lt 3600 ] || die "make run: no endpoints after an hour"
 	sleep 1
 done
@@ -165,22 +168,36 @@ say "make run: the four endpoints after ${run_time} s (installing included)"
 sleep "$FRESH_RUN_SECONDS"
 
 say "as $USERNAME, in a second terminal: the README's commands"
-fails=0
+# One line a command, comments cut; the lines that set the shell up (`. activate`,
+# export, cd) run again before each later command, as they would in one terminal.
+commands=()
+setup=""
 while IFS= read -r line; do
 	cmd=${line%%#*}
 	cmd=${cmd%"${cmd##*[![:space:]]}"}
-	[ -n "$cmd" ] || continue
+	[ -n "$cmd" ] && commands+=("$cmd")
+done <<<"$second"
+fails=0
+set +e # each command's failure is counted, not fatal
+for cmd in "${commands[@]}"; do
 	case $cmd in
 	*listen*) limit=5 ;; # runs until interrupted: it must still be running when stopped
 	*) limit=30 ;;
 	esac
-	set +e
-	out=$(as_user "cd ~/rprocd && $(printf '%s\n' "$second" | grep -E '^\s*(export|\.|source|cd) ' | tr '\n' ';') timeout $limit $cmd" </dev/null 2>&1)
-	rc=$?
-	set -e
-	printf '  $ %s\n%s\n' "$cmd" "$(printf '%s\n' "$out" | sed 's/^/    /')"
 	case $cmd in
-	export\ * | .\ * | source\ * | cd\ *) continue ;;
+	export\ * | .\ * | source\ * | cd\ *)
+		out=$(as_user "cd ~/rprocd && $setup $cmd" </dev/null 2>&1)
+		rc=$?
+		setup="$setup $cmd &&"
+		;;
+	*)
+		out=$(as_user "cd ~/rprocd && $setup timeout $limit $cmd" </dev/null 2>&1)
+		rc=$?
+		;;
+	esac
+	printf '  $ %s    (exit %d)\n%s\n' "$cmd" $rc "$(printf '%s\n' "$out" | sed 's/^/    /')"
+	case $cmd in
+	export\ * | .\ * | source\ * | cd\ *) ok=$([ $rc = 0 ] && echo y) ;;
 	*listen*) ok=$([ $rc = 124 ] && echo y) ;;
 	*" endpoints"*) ok=$([ $rc = 0 ] && for e in $want; do grep -qw -- "$e" <<<"$out" || exit; done && echo y) ;;
 	*"send rpmsg-client-sample hello"*) ok=$([ $rc = 0 ] && [ "$out" = hello ] && echo y) ;;
@@ -188,12 +205,13 @@ while IFS= read -r line; do
 	*) ok=$([ $rc = 0 ] && echo y) ;;
 	esac
 	[ -n "$ok" ] || { say "FAIL: '$cmd' (exit $rc)"; fails=$((fails + 1)); }
-done <<<"$second"
+done
+set -e
 
 say "stopping make run (Ctrl-C: SIGINT to its process group)"
 kill -INT -- -$run_pid 2>/dev/null || true
-for _ in $(seq 100); do kill -0 -- -$run_pid 2>/dev/null || break; sleep 0.1; done
-if kill -0 -- -$run_pid 2>/dev/null; then
+for _ in $(seq 100); do group_alive $run_pid || break; sleep 0.1; done
+if group_alive $run_pid; then
 	say "FAIL: make run still running 10 s after Ctrl-C"
 	fails=$((fails + 1))
 	kill -KILL -- -$run_pid 2>/dev/null || true
