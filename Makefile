@@ -99,13 +99,16 @@ apt-deps:
 
 venv: $(VENV)/.installed
 
-# Rebuilt from scratch when the lock file or pyproject.toml changes, never otherwise.
-# rprocd itself goes in editable, without dependencies (they all come from the lock),
-# and `pip check` proves the lock satisfies pyproject.toml.
-$(VENV)/.installed: $(LOCK) pyproject.toml | apt-deps
+# Made from scratch when the lock file changes, never otherwise; rprocd itself goes
+# in again (editable, without dependencies: they all come from the lock) when
+# pyproject.toml changes, and `pip check` proves the lock satisfies it.
+$(VENV)/.locked: $(LOCK) | apt-deps
 	rm -rf $(VENV)
 	$(VENV_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(LOCK)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.locked pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(VENV)/bin/pip check
 	touch $@

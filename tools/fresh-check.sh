@@ -130,9 +130,9 @@ in_root useradd --create-home --shell /bin/bash --groups sudo "$USERNAME"
 echo "$USERNAME ALL=(ALL:ALL) NOPASSWD: ALL" >"$R/etc/sudoers.d/$USERNAME"
 chmod 440 "$R/etc/sudoers.d/$USERNAME"
 
-commit=$(git -C "$REPO" rev-parse HEAD)
-git -C "$REPO" diff --quiet HEAD || say "note: the work tree has uncommitted changes; checking the commit $commit"
-git -C "$REPO" bundle create "$R/tmp/rprocd.bundle" HEAD 2>/dev/null
+commit=$(git -c safe.directory="*" -C "$REPO" rev-parse HEAD)
+git -c safe.directory="*" -C "$REPO" diff --quiet HEAD || say "note: the work tree has uncommitted changes; checking the commit $commit"
+git -c safe.directory="*" -C "$REPO" bundle create "$R/tmp/rprocd.bundle" HEAD 2>/dev/null
 chmod 644 "$R/tmp/rprocd.bundle"
 
 # As the user, in a login shell with a normal user's environment (no /usr/sbin in PATH).
