@@ -244,7 +244,7 @@ for i in $(seq 1 "$FRESH_RUNS"); do
 	t=$((SECONDS - t0))
 	for p in "${stressors[@]}"; do kill "$p" 2>/dev/null || true; done
 	stressors=()
-	summary=$(grep -E '^=+ .* in [0-9.]+s' "$LOGS/make-test-$i.log" | tail -1 || true)
+	summary=$(grep -E '(passed|failed|errors?|skipped|no tests ran).* in [0-9.]+s' "$LOGS/make-test-$i.log" | tail -1 || true)
 	summary=${summary:-"(no pytest summary)"}
 	bad=""
 	[ $rc = 0 ] || bad="exit $rc"
