@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import mmap
 from collections.abc import Callable
+from typing import Any, cast
 
 from ..layout import Layout
 from ..memory import MemoryMap
@@ -50,7 +51,8 @@ class DevMemWindow:
             code = e.errno if isinstance(e.errno, int) else errno.EIO
             raise DevMemError(code, f"{path} {pa:#x}+{size:#x}: {e} (needs CAP_SYS_RAWIO)") from None
         start = pa % PAGE_SIZE  # MMIO maps from the page holding pa
-        self._full = memoryview(self._mmio.mapping)  # type: ignore[attr-defined]
+        # `mapping` is MMIO's private mmap: not in periphery's stubs (2.4+), so through Any either way
+        self._full = memoryview(cast(Any, self._mmio).mapping)
         self.view = self._full[start : start + size]
         self.pa, self.size, self.path = pa, size, path
 
