@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rprocd.memory import span_over
 from rprocd.sim.console import RamConsole
 from rprocd.trace import TraceReader
 
@@ -14,7 +15,7 @@ class Buf:
 
     def __init__(self, size: int):
         self.mem = bytearray(size)
-        self.console = RamConsole(memoryview(self.mem))
+        self.console = RamConsole(span_over(self.mem))
 
     def write(self, text: str) -> None:
         self.console.write(text)

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from rprocd.memory import span_over
 from rprocd.vring import (
     VRING_AVAIL_F_NO_INTERRUPT,
     VRING_DESC_F_WRITE,
@@ -31,7 +32,7 @@ def test_layout_matches_vring_init() -> None:
 
 def make(num: int = 8) -> tuple[bytearray, Vring]:
     mem = bytearray(0x1000)
-    return mem, Vring(memoryview(mem), PA, num, 16)
+    return mem, Vring(span_over(mem, PA), PA, num, 16)
 
 
 def used_push(mem: bytearray, num: int, idx: int, desc: int, length: int) -> None:
@@ -102,11 +103,11 @@ def test_flags() -> None:
 
 def test_reset_zeroes_only_the_ring() -> None:
     mem = bytearray(b"\xaa" * 0x1000)
-    vr = Vring(memoryview(mem), PA, 8, 16)
+    vr = Vring(span_over(mem, PA), PA, 8, 16)
     vr.reset()
     assert mem[:230] == bytes(230) and mem[230:] == b"\xaa" * (0x1000 - 230)
 
 
 def test_too_small_buffer() -> None:
     with pytest.raises(ValueError, match="needs"):
-        Vring(memoryview(bytearray(100)), PA, 8, 16)
+        Vring(span_over(bytearray(100), PA), PA, 8, 16)

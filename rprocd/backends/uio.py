@@ -272,7 +272,7 @@ def open_memory(devices: Iterable[UioDeviceInfo], layout: Layout) -> tuple[Memor
         raise
 
     def close() -> None:
-        memory.windows = ()
+        memory.close()
         for r in regions:
             r.close()
 
