@@ -29,15 +29,17 @@ wide accesses at ``dst + n - 8``.  So, here and nowhere else:
   into the caller's own buffers only.  tests/test_devmem_guard.py runs the
   daemon under an ``LD_PRELOAD`` shim that aborts on any such call.
 
-Reads of messages go into a caller-owned buffer (:class:`IoBuffer`, whose
-address is known once), so the hot path allocates nothing for the copy.
+A message is copied out once, straight into the ``bytes`` object handed on
+(``Span.read``), or into a buffer the caller owns (``Span.read_into``): the
+hot path allocates nothing but the message itself.
 """
 
 from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from . import native
@@ -57,25 +59,19 @@ def _address(buf: Any) -> tuple[int, Any]:
 
 
 class IoBuffer:
-    """A caller-owned normal-memory buffer for copies out of (and into) shared memory.
+    """A caller-owned normal-memory buffer to copy out of shared memory into (``data``, and ``view`` of it)."""
 
-    ``data`` is a fixed-size bytearray, ``view`` a memoryview of it; its
-    address is taken once, so a copy into it costs one native call and no
-    allocation.  Never resize ``data``.
-    """
-
-    __slots__ = ("data", "view", "addr", "_anchor")
+    __slots__ = ("data", "view")
 
     def __init__(self, size: int):
         self.data = bytearray(size)
         self.view = memoryview(self.data)
-        self.addr, self._anchor = _address(self.data)
 
 
 class Window:
     """One mapped physical range and its native-width casts (private to this module)."""
 
-    __slots__ = ("pa", "size", "end", "_buf", "casts", "heads", "addr", "_anchor")
+    __slots__ = ("pa", "size", "end", "_buf", "casts", "heads", "addr", "_anchor", "handed")
 
     def __init__(self, pa: int, buf: memoryview):
         self.pa, self.size, self.end = pa, len(buf), pa + len(buf)
@@ -86,16 +82,23 @@ class Window:
         # casts[w][i] is the w-byte word at byte (heads[w] + i * w) of the window
         self.casts: dict[int, memoryview] = {}
         self.heads: dict[int, int] = {}
+        self.handed: list[memoryview] = []  # word arrays given out by Span.words (released with us)
         for width, fmt in _WIDTH_FMT.items():
             head = min((-pa) % width, self.size)
             n = (self.size - head) // width
             self.heads[width] = head
             self.casts[width] = buf[head : head + n * width].cast(fmt)  # type: ignore[call-overload]
 
+    def view(self, off: int, size: int) -> memoryview:
+        """A byte view of part of the window, for the extension only (released with the window)."""
+        v = self._buf[off : off + size]
+        self.handed.append(v)
+        return v
+
     def close(self) -> None:
         self.addr = 0
         self._anchor = None
-        for c in self.casts.values():
+        for c in (*self.handed, *self.casts.values()):
             c.release()
         self._buf.release()
 
@@ -108,7 +111,15 @@ class Span:
     structure (a vring, the buffer pool, the table) and keep it.
     """
 
-    __slots__ = ("pa", "size", "_win", "_b", "_h", "_i", "_q", "_k1", "_k2", "_k4", "_k8", "_dev")
+    __slots__ = (
+        "pa", "size", "_win", "_b", "_h", "_i", "_q", "_k1", "_k2", "_k4", "_k8", "_dev",
+        "read", "write", "_read_into", "_fill",
+    )  # fmt: skip
+
+    read: Callable[[int, int], bytes]
+    """``read(off, n)``: memcpy_fromio of ``n`` bytes at ``off`` into a new ``bytes``."""
+    write: Callable[[int, bytes | bytearray | memoryview], None]
+    """``write(off, data)``: memcpy_toio of ``data`` to ``off``."""
 
     def __init__(self, win: Window, pa: int, size: int):
         if not (win.pa <= pa and size >= 0 and pa + size <= win.end):
@@ -123,6 +134,20 @@ class Span:
         self._k4 = base - h[4]
         self._k8 = base - h[8]
         self._dev = base  # byte offset of pa in the window
+        path = PATH
+        if path == "extension":  # C checks the range and refuses a released window
+            view = win.view(base, size)
+            ops = native.SPAN
+            self.read = partial(ops.span_read, view)
+            self.write = partial(ops.span_write, view)
+            self._read_into = partial(ops.span_read_into, view)
+            self._fill = partial(ops.span_fill, view)
+        else:
+            twins = _CTYPES if path == "ctypes" else _PYTHON
+            self.read = partial(twins[0], self)
+            self.write = partial(twins[1], self)
+            self._read_into = partial(twins[2], self)
+            self._fill = partial(twins[3], self)
 
     def _check(self, off: int, width: int) -> None:
         if off < 0 or off + width > self.size:
@@ -134,6 +159,26 @@ class Span:
         if off < 0 or size < 0 or off + size > self.size:
             raise MemoryAccessError(f"range {self.pa + off:#x}+{size:#x} is outside {self.pa:#x}+{self.size:#x}")
         return Span(self._win, self.pa + off, size)
+
+    def words(self, width: int, off: int, count: int) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
+        """``(load, store)`` of the ``count`` ``width``-byte words from ``off``, for a hot path.
+
+        ``load(i)`` and ``store(i, v)`` are one aligned load or store of word
+        ``i`` each (an item of a native-width cast, called without Python
+        overhead): aligned by construction, ``IndexError`` past ``count``.
+        Integer indices only.
+        """
+        if width not in _WIDTH_FMT:
+            raise ValueError(f"no {width}-byte loads and stores")
+        if (self.pa + off) % width:
+            raise MemoryAccessError(f"{width * 8}-bit words at {self.pa + off:#x} are not naturally aligned")
+        if off < 0 or count < 0 or off + width * count > self.size:
+            raise MemoryAccessError(f"{count} words at {self.pa + off:#x} are outside {self.pa:#x}+{self.size:#x}")
+        k = {1: self._k1, 2: self._k2, 4: self._k4, 8: self._k8}[width]
+        start = (k + off) // width
+        arr = self._win.casts[width][start : start + count]
+        self._win.handed.append(arr)
+        return arr.__getitem__, arr.__setitem__
 
     # -- single loads and stores ---------------------------------------------------
 
@@ -177,10 +222,18 @@ class Span:
             self._check(off, 8)
         self._q[(self._k8 + off) >> 3] = value
 
-    # -- device copies ---------------------------------------------------------------
+    # -- device copies (read and write are set per instance, see __init__) ---------------
+
+    def read_into(self, off: int, n: int, dst: bytearray | memoryview, at: int = 0) -> None:
+        """memcpy_fromio: ``n`` bytes at ``off`` into ``dst[at:at + n]`` (a buffer the caller owns)."""
+        self._read_into(off, n, dst, at)
+
+    def fill(self, off: int, n: int, byte: int = 0) -> None:
+        """memset_io: ``n`` bytes of ``byte`` at ``off``."""
+        self._fill(off, n, byte)
 
     def _range(self, off: int, n: int) -> int:
-        """The device address of ``[off, off + n)`` (0 in fallback mode); raises outside the span."""
+        """The device address of ``[off, off + n)``; raises outside the span or once closed."""
         if off < 0 or n < 0 or off + n > self.size:
             raise MemoryAccessError(f"range {self.pa + off:#x}+{n:#x} is outside {self.pa:#x}+{self.size:#x}")
         addr = self._win.addr
@@ -188,48 +241,12 @@ class Span:
             raise MemoryAccessError(f"the window at {self._win.pa:#x} is closed")
         return addr + self._dev + off
 
-    def read_into(self, off: int, n: int, dst: IoBuffer, at: int = 0) -> None:
-        """memcpy_fromio: ``n`` bytes at ``off`` into ``dst.data[at:at + n]``."""
-        if at < 0 or at + n > len(dst.data):
-            raise ValueError(f"{n} bytes do not fit at {at} in a {len(dst.data)}-byte buffer")
-        src = self._range(off, n)
-        if COPY_FROM_IO is not None:
-            COPY_FROM_IO(dst.addr + at, src, n)
-        else:
-            _py_copy_from_io(self, off, dst.data, at, n)
 
-    def read(self, off: int, n: int) -> bytes:
-        """memcpy_fromio into a new ``bytes`` (for what is not on the hot path)."""
-        buf = IoBuffer(n)
-        self.read_into(off, n, buf)
-        return bytes(buf.data)
-
-    def write(self, off: int, data: bytes | bytearray | memoryview) -> None:
-        """memcpy_toio: ``data`` to ``off``."""
-        if not isinstance(data, bytes):
-            data = bytes(data)  # normal memory to normal memory; ctypes passes a bytes object's buffer
-        n = len(data)
-        dst = self._range(off, n)
-        if COPY_TO_IO is not None:
-            if n:
-                COPY_TO_IO(dst, data, n)
-        else:
-            _py_copy_to_io(self, off, data)
-
-    def fill(self, off: int, n: int, byte: int = 0) -> None:
-        """memset_io: ``n`` bytes of ``byte`` at ``off``."""
-        dst = self._range(off, n)
-        if SET_IO is not None:
-            if n:
-                SET_IO(dst, byte, n)
-        else:
-            _py_set_io(self, off, n, byte)
-
-
-# the native copies; None selects the Python twins (tests swap them to compare the two)
-COPY_FROM_IO = native.COPY_FROM_IO
-COPY_TO_IO = native.COPY_TO_IO
-SET_IO = native.SET_IO
+# which device copies spans use: the extension (hot path), the ctypes helper, or the Python twins.
+# All three make the same device accesses; tests set PATH to compare them (spans bind it when made).
+PATH = "extension" if native.SPAN is not None else "ctypes" if native.NATIVE else "python"
+if native.SPAN is not None:
+    native.SPAN.set_error(MemoryAccessError)
 
 
 def _head(span: Span, off: int, n: int) -> int:
@@ -237,7 +254,10 @@ def _head(span: Span, off: int, n: int) -> int:
     return min((-(span.pa + off)) % 8, n)
 
 
-def _py_copy_from_io(span: Span, off: int, dst: bytearray, at: int, n: int) -> None:
+def _py_read_into(span: Span, off: int, n: int, dst: bytearray | memoryview, at: int = 0) -> None:
+    span._range(off, n)
+    if at < 0 or at + n > len(dst):
+        raise ValueError(f"{n} bytes do not fit at {at} in a {len(dst)}-byte buffer")
     head = _head(span, off, n)
     for i in range(head):
         dst[at + i] = span.load8(off + i)
@@ -250,8 +270,17 @@ def _py_copy_from_io(span: Span, off: int, dst: bytearray, at: int, n: int) -> N
         i += 1
 
 
-def _py_copy_to_io(span: Span, off: int, data: bytes) -> None:
+def _py_read(span: Span, off: int, n: int) -> bytes:
+    out = bytearray(n)
+    span._read_into(off, n, out, 0)
+    return bytes(out)
+
+
+def _py_write(span: Span, off: int, data: bytes | bytearray | memoryview) -> None:
+    if type(data) is not bytes and type(data) is not bytearray:
+        data = bytes(data)  # normal memory to normal memory (a memoryview's items may not be bytes)
     n = len(data)
+    span._range(off, n)
     head = _head(span, off, n)
     for i in range(head):
         span.store8(off + i, data[i])
@@ -264,7 +293,8 @@ def _py_copy_to_io(span: Span, off: int, data: bytes) -> None:
         i += 1
 
 
-def _py_set_io(span: Span, off: int, n: int, byte: int) -> None:
+def _py_fill(span: Span, off: int, n: int, byte: int = 0) -> None:
+    span._range(off, n)
     word = (byte & 0xFF) * 0x0101010101010101
     head = _head(span, off, n)
     for i in range(head):
@@ -276,6 +306,39 @@ def _py_set_io(span: Span, off: int, n: int, byte: int) -> None:
     while i < n:
         span.store8(off + i, byte)
         i += 1
+
+
+def _ct_read_into(span: Span, off: int, n: int, dst: bytearray | memoryview, at: int = 0) -> None:
+    src = span._range(off, n)
+    if at < 0 or at + n > len(dst):
+        raise ValueError(f"{n} bytes do not fit at {at} in a {len(dst)}-byte buffer")
+    if n:
+        addr, _anchor = _address(dst)
+        assert native.COPY_FROM_IO is not None
+        native.COPY_FROM_IO(addr + at, src, n)
+
+
+def _ct_read(span: Span, off: int, n: int) -> bytes:
+    out = bytearray(n)
+    _ct_read_into(span, off, n, out)
+    return bytes(out)
+
+
+def _ct_write(span: Span, off: int, data: bytes | bytearray | memoryview) -> None:
+    n = len(data) if type(data) is bytes else memoryview(data).nbytes
+    dst = span._range(off, n)
+    assert native.COPY_TO_IO is not None
+    native.COPY_TO_IO(dst, data, n)
+
+
+def _ct_fill(span: Span, off: int, n: int, byte: int = 0) -> None:
+    dst = span._range(off, n)
+    assert native.SET_IO is not None
+    native.SET_IO(dst, byte, n)
+
+
+_PYTHON = (_py_read, _py_write, _py_read_into, _py_fill)
+_CTYPES = (_ct_read, _ct_write, _ct_read_into, _ct_fill)
 
 
 class MemoryMap:

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
-from .memory import IoBuffer, MemoryMap
+from .memory import MemoryMap
 from .vring import VRING_DESC_F_WRITE, Vring
 
 HDR = struct.Struct("<IIIHH")  # src, dst, reserved, len, flags
@@ -131,7 +131,6 @@ class RpmsgBus:
         self.mem, self.rx, self.tx, self.events, self.ns = mem, rx, tx, events, ns
         self.pool_pa = buffers.pa
         self._bufs = mem.span(buffers.pa, need)  # aligned accesses and device copies only (rprocd.memory)
-        self._rxio = IoBuffer(buf_size)  # each received buffer is copied out of shared memory into this
         self.tx_base = self.num * buf_size  # offset of the transmit half
         self._free: list[int] = list(range(self.num - 1, -1, -1))  # tx buffer (= descriptor) ids
         self.channels: dict[int, Channel] = {}  # by local address
@@ -241,13 +240,12 @@ class RpmsgBus:
         if length < HDR_SIZE or length > bs:
             self._bad("rx_bad", f"descriptor {desc}: used length {length} outside [{HDR_SIZE}, {bs}]")
         else:
-            io = self._rxio
-            bufs.read_into(off, length, io)  # header and message in one device copy (memcpy_fromio)
-            src, dst, _res, mlen, _flags = HDR.unpack_from(io.data, 0)
+            read = bufs.read  # device copies (memcpy_fromio) straight into the bytes handed on
+            src, dst, _res, mlen, _flags = HDR.unpack(read(off, HDR_SIZE))
             if mlen > length - HDR_SIZE:
                 self._bad("rx_bad", f"message of {mlen} bytes in a {length}-byte buffer")
             else:
-                data = bytes(io.view[HDR_SIZE : HDR_SIZE + mlen])
+                data = read(off + HDR_SIZE, mlen)
                 ch = self.channels.get(dst)
                 if ch is not None:
                     if not self.events.can_deliver(ch):

@@ -57,10 +57,11 @@ def vring_offsets(pa: int, num: int, align: int) -> tuple[int, int, int]:
 
 
 class Vring:
-    """The host's half of one split ring.  ``buf`` covers exactly the ring."""
+    """The host's half of one split ring over ``mem``, a span of exactly the ring."""
 
     __slots__ = (
-        "pa", "num", "align", "size", "_mem", "_av", "_uo", "_d64",
+        "pa", "num", "align", "size", "_mem", "_av", "_uo", "_d64", "_aget", "_aset", "_uget", "_uid", "_pub",
+        "_d64s", "_d32s", "_d16s",
         "avail_idx", "last_used", "_out", "inflight", "_mask",
     )  # fmt: skip
 
@@ -77,6 +78,16 @@ class Vring:
         # used: +0 flags, +2 idx, +4 + 8i {u32 id, u32 len}
         self._av, self._uo = avail, used
         self._d64 = pa % 8 == 0  # descriptors' u64 addr in one store (else two 32-bit halves, low first)
+        # the hot fields as aligned word arrays: avail [0] flags, [1] idx, [2 + i] ring[i], [2 + num] used_event;
+        # used {flags, idx} as 16-bit words, then {id, len} pairs as 32-bit words
+        self._aget, self._aset = self._mem.words(2, avail, 3 + num)
+        self._uid = self._mem.words(2, used, 2)[0]
+        self._uget = self._mem.words(4, used + 4, 2 * num)[0]
+        self._pub = 0  # avail.idx as we last stored it (we are its only writer)
+        # descriptor d: u64 addr = 64-bit word 2d (or 32-bit words 4d, 4d + 1), u32 len = 4d + 2, u16 flags = 8d + 6
+        self._d64s = self._mem.words(8, 0, 2 * num)[1] if self._d64 else None
+        self._d32s = self._mem.words(4, 0, 4 * num)[1]
+        self._d16s = self._mem.words(2, 0, 8 * num)[1]
         self.avail_idx = 0  # our shadow of avail.idx (we are its only writer)
         self.last_used = 0  # next used entry we will read
         self._out = bytearray(num)  # 1 while descriptor i is with the remote
@@ -87,7 +98,7 @@ class Vring:
     def reset(self) -> None:
         """Zero the ring and forget all buffers: only while the remote is not using it."""
         self._mem.fill(0, self.size)  # memset_io: never a libc memset/memcpy on the ring
-        self.avail_idx = self.last_used = self.inflight = 0
+        self.avail_idx = self.last_used = self.inflight = self._pub = 0
         self._out[:] = bytes(self.num)
 
     def adopt(self, desc_ok: Callable[[int, int, int, int], bool]) -> list[int]:
@@ -132,7 +143,7 @@ class Vring:
                 addr, length, flags = self._desc(d)
                 if not desc_ok(d, addr, length, flags):
                     raise VringError(f"vring {self.pa:#x}: descriptor {d} ({addr:#x}+{length}) is not one of ours")
-        self.avail_idx = a
+        self.avail_idx = self._pub = a
         self.last_used = last
         self._out[:] = out
         self.inflight = sum(out)
@@ -143,7 +154,7 @@ class Vring:
 
         ``back`` leaves the last ``back`` entries taken counted as not done yet.
         """
-        self._mem.store16(self._av + 4 + 2 * self.num, (self.last_used - back) & 0xFFFF)
+        self._aset(2 + self.num, (self.last_used - back) & 0xFFFF)
 
     def used_event(self) -> int:
         """What :meth:`record_used` left in ``avail.used_event``."""
@@ -152,6 +163,8 @@ class Vring:
     def poke_avail(self, index: int, value: int) -> None:
         """Store ``value`` into avail word ``index`` (0 flags, 1 idx, 2 + i ring[i]): fault injection only."""
         self._mem.store16(self._av + 2 * index, value)
+        if index == 1:
+            self._pub = value
 
     def _desc(self, d: int) -> tuple[int, int, int]:
         """Descriptor ``d`` as ``(addr, len, flags)``."""
@@ -165,16 +178,17 @@ class Vring:
         """Write descriptor ``desc`` and queue it in the avail ring (not yet published)."""
         if self._out[desc]:
             raise ValueError(f"descriptor {desc} is already with the remote")
-        m, o = self._mem, desc * 16
-        if self._d64:
-            m.store64(o, addr)
+        if self._d64s is not None:  # one device copy: aligned 64-bit stores (addr; len, flags, next)
+            self._mem.write(desc * 16, DESC.pack(addr, length, flags, 0))
         else:
-            m.store32(o, addr & 0xFFFFFFFF)
-            m.store32(o + 4, addr >> 32)
-        m.store32(o + 8, length)
-        m.store16(o + 12, flags)
-        m.store16(o + 14, 0)
-        m.store16(self._av + 4 + 2 * (self.avail_idx & self._mask), desc)
+            d32 = self._d32s
+            d32(4 * desc, addr & 0xFFFFFFFF)
+            d32(4 * desc + 1, addr >> 32)
+            d32(4 * desc + 2, length)
+            d16 = self._d16s
+            d16(8 * desc + 6, flags)
+            d16(8 * desc + 7, 0)
+        self._aset(2 + (self.avail_idx & self._mask), desc)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         self._out[desc] = 1
         self.inflight += 1
@@ -182,15 +196,17 @@ class Vring:
     def publish(self) -> None:
         """Make every added descriptor visible: a write barrier, then one 16-bit store of avail.idx."""
         native.wmb()  # virtio_wmb(): descriptors and avail entries before the index that publishes them
-        self._mem.store16(self._av + 2, self.avail_idx)
+        self._aset(1, self.avail_idx)
+        self._pub = self.avail_idx
 
     def published(self) -> int:
-        return self._mem.load16(self._av + 2)
+        """avail.idx as last published (our shadow: nobody else writes it)."""
+        return self._pub
 
     def kick_needed(self) -> bool:
         """The remote wants to hear about new avail entries (``VRING_USED_F_NO_NOTIFY`` clear)."""
         native.mb()  # virtio_mb() in virtqueue_kick_prepare_split: the avail.idx store before this load
-        return not self._mem.load16(self._uo) & VRING_USED_F_NO_NOTIFY
+        return not self._uid(0) & VRING_USED_F_NO_NOTIFY
 
     def want_interrupts(self, on: bool) -> None:
         """Set or clear ``VRING_AVAIL_F_NO_INTERRUPT``.
@@ -198,13 +214,13 @@ class Vring:
         After turning interrupts back on, call :meth:`used_pending` once more:
         an entry may have landed before the remote saw the flag.
         """
-        self._mem.store16(self._av, 0 if on else VRING_AVAIL_F_NO_INTERRUPT)
+        self._aset(0, 0 if on else VRING_AVAIL_F_NO_INTERRUPT)
 
     # -- device -> driver --------------------------------------------------------
 
     def used_pending(self) -> int:
         """How many used entries are ready; checks the remote's index first."""
-        n = (self._mem.load16(self._uo + 2) - self.last_used) & 0xFFFF
+        n = (self._uid(1) - self.last_used) & 0xFFFF
         if n:
             native.rmb()  # virtio_rmb(): the entries used.idx covers are read after it
         if n > self.inflight:
@@ -216,9 +232,10 @@ class Vring:
 
     def pop_used(self) -> tuple[int, int]:
         """The next used entry ``(desc, len)``; call only while :meth:`used_pending` > 0."""
-        m, slot = self._mem, self._uo + 4 + 8 * (self.last_used & self._mask)
-        desc = m.load32(slot)
-        length = m.load32(slot + 4)
+        slot = 2 * (self.last_used & self._mask)
+        uget = self._uget
+        desc = uget(slot)
+        length = uget(slot + 1)
         if desc >= self.num or not self._out[desc]:
             raise VringError(
                 f"vring {self.pa:#x}: used entry {self.last_used} returns descriptor {desc}, "

@@ -139,7 +139,9 @@ def _run_children(rel: str) -> None:
             for case in ET.parse(xml).getroot().iter("testcase"):
                 nodeid = f"{rel}::{case.get('name')}"
                 bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
-                _RESULTS[nodeid] = None if not bad else "\n".join((c.get("message") or "") + (c.text or "") for c in bad)
+                _RESULTS[nodeid] = (
+                    None if not bad else "\n".join((c.get("message") or "") + (c.text or "") for c in bad)
+                )
 
 
 @dataclass

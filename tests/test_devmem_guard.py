@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ print("done", flush=True)
 
 
 @pytest.fixture
-def shm(tmp_path: Path) -> tuple[FakeUio, dict[str, str]]:
+def shm(tmp_path: Path) -> Iterator[tuple[FakeUio, dict[str, str]]]:
     fake = FakeUio(tmp_path / "uio")
     fake.add_memory_device("rpmsg_shm", [FakeMap(0x200C6000, 0x8000)])
     env = kernel_env(guard=True)

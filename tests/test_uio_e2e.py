@@ -130,7 +130,7 @@ def test_rprocd_cli_with_uio_config(procs: Procs, tmp_path: Path) -> None:
     report = guarded(procs, board.dir)
     cfg = write_config(tmp_path, fake.root, board.dir)
     procs.sim(board.dir)
-    p = start_cli(procs, board, cfg)
+    start_cli(procs, board, cfg)
     echo_round_trips(board, ROUND_TRIPS)
     assert_clean(procs, report, "cli.log", "sim.log")
     fake.close()
@@ -138,11 +138,14 @@ def test_rprocd_cli_with_uio_config(procs: Procs, tmp_path: Path) -> None:
 
 def start_cli(procs: Procs, board: Board, cfg: Path) -> subprocess.Popen[bytes]:
     p = procs.start("-m", "rprocd.cli.daemon", "-c", str(cfg), "--runtime-dir", str(board.runtime), log="cli.log")
+    report = Path(procs.env.get("DEVMEM_GUARD_REPORT", "/nonexistent"))
 
     def ready_or_exited() -> bool:
-        return p.poll() is not None or set(ENDPOINTS) <= board.endpoints()
+        return p.poll() is not None or report.exists() or set(ENDPOINTS) <= board.endpoints()
 
     wait_for(ready_or_exited, 30, "the daemon to attach")
+    if report.exists():
+        raise AssertionError(f"the guard caught a bulk routine on shared memory:\n{report.read_text()}")
     if p.poll() is not None:
         raise AssertionError(f"rprocd exited with {p.returncode}:\n{procs.log('cli.log')[-3000:]}")
     return p

@@ -124,24 +124,105 @@ def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
     return f
 
 
-_lib, _where = load_library("barrier.c", "rprocd_barrier_abi", ABI)
+def _load_extension() -> tuple[Any, str]:
+    """barrier.c built as the CPython extension ``_rprocd_native`` (needs Python.h), or None."""
+    if os.environ.get("RPROCD_NO_NATIVE"):
+        return None, "RPROCD_NO_NATIVE set"
+    import importlib.util
+    import sysconfig
+
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    path: Path | None = _HERE / f"_rprocd_native{suffix}"
+    assert path is not None
+    if not path.exists() and _PREBUILT.exists():
+        return None, "only the ctypes helper is prebuilt"  # an installed package: compile nothing at run time
+    if not path.exists():
+        inc = sysconfig.get_paths().get("include") or ""
+        if not (Path(inc) / "Python.h").exists():
+            return None, "no Python.h"
+        try:
+            path = build(source="barrier.c", cflags=(*CFLAGS, "-DRPROCD_PYTHON", f"-I{inc}"))
+        except OSError as e:
+            log.debug("no cache for the extension: %s", e)
+            path = None
+        if path is None:
+            return None, "the extension did not build"
+    try:
+        spec = importlib.util.spec_from_file_location("_rprocd_native", path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        if mod.abi() == ABI:
+            return mod, path.name
+    except (ImportError, OSError, AttributeError, AssertionError) as e:
+        log.debug("cannot load %s: %s", path, e)
+    return None, "the extension did not load"
+
+
+# x86-64: dma_wmb()/dma_rmb() are barrier() (arch/x86/include/asm/barrier.h), a compiler barrier only,
+# because TSO keeps stores in order and loads in order.  Between two of our accesses the interpreter
+# always returns through opaque C calls, which no compiler reorders across, so calling an empty C
+# function would order nothing more: skip the call.  mb() stays (TSO lets a load pass an older store).
+_TSO = os.uname().machine in ("x86_64", "amd64", "i386", "i686")
+
 wmb: Callable[[], None]
 rmb: Callable[[], None]
 mb: Callable[[], None]
-if _lib is not None:
-    wmb = _fn(_lib, "rprocd_wmb", None)
-    rmb = _fn(_lib, "rprocd_rmb", None)
-    mb = _fn(_lib, "rprocd_mb", None)
-    _vp, _sz = ctypes.c_void_p, ctypes.c_size_t
-    # (to, from, count) and (to, byte, count); addresses as ints or bytes objects
-    COPY_FROM_IO: Callable[[Any, Any, int], None] | None = _fn(_lib, "rprocd_copy_from_io", None, _vp, _vp, _sz)
-    COPY_TO_IO: Callable[[Any, Any, int], None] | None = _fn(_lib, "rprocd_copy_to_io", None, _vp, _vp, _sz)
-    SET_IO: Callable[[Any, int, int], None] | None = _fn(_lib, "rprocd_set_io", None, _vp, ctypes.c_int, _sz)
-    KIND = f"native ({_where})"
-else:
-    wmb = rmb = mb = _noop
-    COPY_FROM_IO = COPY_TO_IO = SET_IO = None
-    KIND = f"fallback ({_where}): no barrier, device copies in Python"
-NATIVE = _lib is not None
+# (to_addr, from_addr, n); (to_addr, data: any contiguous buffer, n); (to_addr, byte, n); (from_addr, n) -> bytes
+COPY_FROM_IO: Callable[[int, int, int], None] | None
+COPY_TO_IO: Callable[[int, Any, int], None] | None
+SET_IO: Callable[[int, int, int], None] | None
+FROM_IO_BYTES: Callable[[int, int], bytes] | None
+# the extension (span_read, span_write, span_read_into, span_fill: see barrier.c), or None
+SPAN: Any = None
 
-__all__ = ["COPY_FROM_IO", "COPY_TO_IO", "KIND", "NATIVE", "SET_IO", "build", "load_library", "mb", "rmb", "wmb"]
+_ext, _where = _load_extension()
+if _ext is not None:
+    wmb = _noop if _TSO else _ext.wmb
+    rmb = _noop if _TSO else _ext.rmb
+    mb = _ext.mb
+    COPY_FROM_IO, COPY_TO_IO, SET_IO, FROM_IO_BYTES = (
+        _ext.copy_from_io,
+        _ext.copy_to_io,
+        _ext.set_io,
+        _ext.from_io_bytes,
+    )
+    SPAN = _ext
+    KIND = f"native extension ({_where})"
+else:
+    _lib, _where = load_library("barrier.c", "rprocd_barrier_abi", ABI)
+    if _lib is not None:
+        wmb = _noop if _TSO else _fn(_lib, "rprocd_wmb", None)
+        rmb = _noop if _TSO else _fn(_lib, "rprocd_rmb", None)
+        mb = _fn(_lib, "rprocd_mb", None)
+        _vp, _sz = ctypes.c_void_p, ctypes.c_size_t
+        COPY_FROM_IO = _fn(_lib, "rprocd_copy_from_io", None, _vp, _vp, _sz)
+        _to_io = _fn(_lib, "rprocd_copy_to_io", None, _vp, _vp, _sz)
+        SET_IO = _fn(_lib, "rprocd_set_io", None, _vp, ctypes.c_int, _sz)
+        FROM_IO_BYTES = None
+
+        def _copy_to_io(to: int, data: Any, n: int, _f: Any = _to_io) -> None:
+            _f(to, data if type(data) is bytes else bytes(data), n)  # ctypes passes a bytes object's buffer
+
+        COPY_TO_IO = _copy_to_io
+        KIND = f"native ({_where})"
+    else:
+        wmb = rmb = mb = _noop
+        COPY_FROM_IO = COPY_TO_IO = SET_IO = FROM_IO_BYTES = None
+        KIND = f"fallback ({_where}): no barrier, device copies in Python"
+NATIVE = COPY_FROM_IO is not None
+
+__all__ = [
+    "COPY_FROM_IO",
+    "COPY_TO_IO",
+    "FROM_IO_BYTES",
+    "KIND",
+    "NATIVE",
+    "SET_IO",
+    "SPAN",
+    "build",
+    "load_library",
+    "mb",
+    "rmb",
+    "wmb",
+]

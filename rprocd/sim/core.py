@@ -602,7 +602,7 @@ class RemoteCore:
             )
             return True
         bufs, io = self._bufs, self._io
-        bufs.read_into(off, min(length, self._buf_size), io)  # header and message: one device copy
+        bufs.read_into(off, min(length, self._buf_size), io.data)  # header and message: one device copy
         src, dst, _res, n, _flags = HDR.unpack_from(io.data, 0)
         msg = io.view[HDR_SIZE:]
         ept = self._by_addr.get(dst)

@@ -37,7 +37,8 @@ class DeviceVring:
     """
 
     __slots__ = (
-        "pa", "num", "align", "notifyid", "size", "_mask", "_mem", "_av", "_uo", "_d64",
+        "pa", "num", "align", "notifyid", "size", "_mask", "_mem", "_av", "_uo", "_d64", "_aget", "_uget", "_uset",
+        "_u32set",
         "last_avail", "used_idx",
     )  # fmt: skip
 
@@ -54,14 +55,18 @@ class DeviceVring:
         # avail: +0 flags, +2 idx, +4 + 2i ring[i]; used: +0 flags, +2 idx, +4 + 8i {u32 id, u32 len}
         self._av, self._uo = avail, used
         self._d64 = pa % 8 == 0
-        self.used_idx = self._mem.load16(used + 2)
+        # avail [0] flags, [1] idx, [2 + i] ring[i]; used [0] flags, [1] idx; used ring [2i] id, [2i + 1] len
+        self._aget = self._mem.words(2, avail, 2 + num)[0]
+        self._uget, self._uset = self._mem.words(2, used, 2)
+        self._u32set = self._mem.words(4, used + 4, 2 * num)[1]
+        self.used_idx = self._uget(1)
         self.last_avail = self.used_idx
 
     # -- driver -> device --------------------------------------------------------
 
     def avail_pending(self) -> int:
         """How many avail entries the host has published that we have not taken."""
-        idx = self._mem.load16(self._av + 2)
+        idx = self._aget(1)
         n = (idx - self.last_avail) & 0xFFFF
         if n > self.num:
             raise RingViolation(
@@ -78,7 +83,7 @@ class DeviceVring:
         Call only while :meth:`avail_pending` > 0.
         """
         m = self._mem
-        d = m.load16(self._av + 4 + 2 * (self.last_avail & self._mask))
+        d = self._aget(2 + (self.last_avail & self._mask))
         if d >= self.num:
             raise RingViolation(f"vring {self.pa:#x}: avail entry {self.last_avail} names descriptor {d} of {self.num}")
         return (d, self.desc_addr(d), m.load32(d * 16 + 8), m.load16(d * 16 + 12))
@@ -98,32 +103,33 @@ class DeviceVring:
         After turning kicks back on, look at the avail ring once more: the
         host may have added an entry before it saw the flag.
         """
-        self._mem.store16(self._uo, 0 if on else VRING_USED_F_NO_NOTIFY)
+        self._uset(0, 0 if on else VRING_USED_F_NO_NOTIFY)
 
     # -- device -> driver --------------------------------------------------------
 
     def put_used(self, desc: int, length: int) -> None:
         """Write one used entry and publish it (entry first, then one 16-bit store of the index)."""
-        m, slot = self._mem, self._uo + 4 + 8 * (self.used_idx & self._mask)
-        m.store32(slot, desc)
-        m.store32(slot + 4, length)
+        slot = 2 * (self.used_idx & self._mask)
+        u32 = self._u32set
+        u32(slot, desc)
+        u32(slot + 1, length)
         self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
         native.wmb()  # the entry before the index that publishes it
-        m.store16(self._uo + 2, idx)
+        self._uset(1, idx)
 
     def jump_used(self, by: int) -> None:
         """Move ``used.idx`` by ``by`` entries without writing them (fault injection only)."""
         self.used_idx = idx = (self.used_idx + by) & 0xFFFF
-        self._mem.store16(self._uo + 2, idx)
+        self._uset(1, idx)
 
     def interrupt_wanted(self) -> bool:
         """The host wants a doorbell for new used entries (``VRING_AVAIL_F_NO_INTERRUPT`` clear)."""
         native.mb()  # the used.idx store before this load (OpenAMP: virtqueue_kick's fence)
-        return not self._mem.load16(self._av) & VRING_AVAIL_F_NO_INTERRUPT
+        return not self._aget(0) & VRING_AVAIL_F_NO_INTERRUPT
 
     def rewound(self) -> bool:
         """``used.idx`` in memory is not what we wrote: the host set the ring up afresh under us."""
-        return self._mem.load16(self._uo + 2) != self.used_idx
+        return self._uget(1) != self.used_idx
 
     def release(self) -> None:
         """Nothing to drop: the ring holds no view of shared memory (the map closes it)."""
