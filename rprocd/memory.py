@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -91,7 +92,18 @@ class Window:
 
     def view(self, off: int, size: int) -> memoryview:
         """A byte view of part of the window, for the extension only (released with the window)."""
-        v = self._buf[off : off + size]
+        return self.hand(self._buf[off : off + size])
+
+    def hand(self, v: memoryview) -> memoryview:
+        """Remember ``v`` to release it with the window; forget those nobody holds any more."""
+        if len(self.handed) >= 64:
+            keep = []
+            for h in self.handed:
+                if sys.getrefcount(h) > 3:  # the list, the loop variable, getrefcount's argument
+                    keep.append(h)
+                else:
+                    h.release()
+            self.handed = keep
         self.handed.append(v)
         return v
 
@@ -176,8 +188,7 @@ class Span:
             raise MemoryAccessError(f"{count} words at {self.pa + off:#x} are outside {self.pa:#x}+{self.size:#x}")
         k = {1: self._k1, 2: self._k2, 4: self._k4, 8: self._k8}[width]
         start = (k + off) // width
-        arr = self._win.casts[width][start : start + count]
-        self._win.handed.append(arr)
+        arr = self._win.hand(self._win.casts[width][start : start + count])
         return arr.__getitem__, arr.__setitem__
 
     # -- single loads and stores ---------------------------------------------------
@@ -367,12 +378,22 @@ class MemoryMap:
             raise
         self.windows: tuple[Window, ...] = tuple(wins)
         self.device = device
+        self._whole = tuple(Span(w, w.pa, w.size) for w in wins)  # what the accessors below go through
 
     def close(self) -> None:
         """Release every window (spans made from it stop working); the buffers may then be unmapped."""
         for w in self.windows:
             w.close()
         self.windows = ()
+        self._whole = ()
+
+    def _at(self, pa: int, size: int) -> tuple[Span, int]:
+        """The whole-window span holding ``[pa, pa+size)`` and the offset of ``pa`` in it."""
+        if pa >= 0 and size >= 0:
+            for sp in self._whole:
+                if sp.pa <= pa and pa + size <= sp.pa + sp.size:
+                    return sp, pa - sp.pa
+        raise MemoryAccessError(f"range {pa:#x}+{size:#x} is outside the mapped memory")
 
     def contains(self, pa: int, size: int) -> bool:
         """True when ``[pa, pa+size)`` lies wholly inside one window."""
@@ -391,42 +412,54 @@ class MemoryMap:
     # -- single loads and stores at physical addresses (not for the hot path) ---------
 
     def read_u8(self, pa: int) -> int:
-        return self.span(pa, 1).load8(0)
+        sp, off = self._at(pa, 1)
+        return sp.load8(off)
 
     def write_u8(self, pa: int, value: int) -> None:
-        self.span(pa, 1).store8(0, value)
+        sp, off = self._at(pa, 1)
+        sp.store8(off, value)
 
     def read_u16(self, pa: int) -> int:
-        return self.span(pa, 2).load16(0)
+        sp, off = self._at(pa, 2)
+        return sp.load16(off)
 
     def write_u16(self, pa: int, value: int) -> None:
-        self.span(pa, 2).store16(0, value)
+        sp, off = self._at(pa, 2)
+        sp.store16(off, value)
 
     def read_u32(self, pa: int) -> int:
-        return self.span(pa, 4).load32(0)
+        sp, off = self._at(pa, 4)
+        return sp.load32(off)
 
     def write_u32(self, pa: int, value: int) -> None:
-        self.span(pa, 4).store32(0, value)
+        sp, off = self._at(pa, 4)
+        sp.store32(off, value)
 
     def read_u64(self, pa: int) -> int:
-        return self.span(pa, 8).load64(0)
+        sp, off = self._at(pa, 8)
+        return sp.load64(off)
 
     def write_u64(self, pa: int, value: int) -> None:
-        self.span(pa, 8).store64(0, value)
+        sp, off = self._at(pa, 8)
+        sp.store64(off, value)
 
     # -- blocks ---------------------------------------------------------------------
 
     def read(self, pa: int, size: int) -> bytes:
         """Copy ``size`` bytes out of shared memory (memcpy_fromio)."""
-        return self.span(pa, size).read(0, size)
+        sp, off = self._at(pa, size)
+        return sp.read(off, size)
 
     def write(self, pa: int, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` into shared memory (memcpy_toio)."""
-        self.span(pa, len(data)).write(0, data)
+        n = len(data) if type(data) is bytes else memoryview(data).nbytes
+        sp, off = self._at(pa, n)
+        sp.write(off, data)
 
     def fill(self, pa: int, size: int, byte: int = 0) -> None:
         """Set ``size`` bytes to ``byte`` (memset_io)."""
-        self.span(pa, size).fill(0, size, byte)
+        sp, off = self._at(pa, size)
+        sp.fill(off, size, byte)
 
 
 def span_over(buf: bytearray | memoryview, pa: int = 0) -> Span:

@@ -111,3 +111,42 @@ def test_reset_zeroes_only_the_ring() -> None:
 def test_too_small_buffer() -> None:
     with pytest.raises(ValueError, match="needs"):
         Vring(span_over(bytearray(100), PA), PA, 8, 16)
+
+
+def test_barriers_sit_where_linux_puts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """virtio_wmb before the avail.idx store, virtio_mb before reading used.flags, virtio_rmb after used.idx."""
+    from rprocd import vring as vring_mod
+    from rprocd.memory import Span
+
+    events: list[object] = []
+    for name in ("_WMB", "_RMB", "_MB"):
+        monkeypatch.setattr(vring_mod, name, lambda name=name: events.append(name[1:].lower()))
+    words = Span.words
+
+    def recording(self: Span, width: int, off: int, count: int):
+        get, put = words(self, width, off, count)
+
+        def load(i: int) -> int:
+            events.append(("load", self.pa + off + i * width - PA))
+            return get(i)
+
+        def store(i: int, v: int) -> None:
+            events.append(("store", self.pa + off + i * width - PA))
+            put(i, v)
+
+        return load, store
+
+    monkeypatch.setattr(Span, "words", recording)
+    mem, vr = make()
+    avail, used, _ = vring_offsets(PA, 8, 16)
+    vr.add(3, 0x2000, 64, 0)
+    events.clear()
+    vr.publish()
+    assert events == ["wmb", ("store", avail + 2)]
+    events.clear()
+    vr.kick_needed()
+    assert events == ["mb", ("load", used)]
+    used_push(mem, 8, 0, 3, 64)
+    events.clear()
+    assert vr.used_pending() == 1
+    assert events == [("load", used + 2), "rmb"]

@@ -113,8 +113,11 @@ def load_library(source: str, abi_symbol: str, abi: int) -> tuple[ctypes.CDLL | 
     return None, "no compiler, no prebuilt helper"
 
 
-def _noop() -> None:
-    """Fallback: no barrier (see the module docstring)."""
+def noop() -> None:
+    """No barrier: where one compiles to nothing, or without the helper (see the module docstring)."""
+
+
+_noop = noop
 
 
 def _fn(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Any:
