@@ -31,6 +31,7 @@ class RemoteSpec:
     reset_wait: float = 0.05
     socket_gid: int | None = None
     open_lifecycle: Callable[[], Awaitable[Lifecycle | None]] | None = None
+    max_channels: int = 256
 
 
 class Extension(Protocol):
@@ -82,6 +83,7 @@ async def serve(
                     reset_wait=spec.reset_wait,
                     socket_mode=socket_mode,
                     socket_gid=spec.socket_gid,
+                    max_channels=spec.max_channels,
                 )
             )
             if spec.open_lifecycle is not None:

@@ -32,6 +32,8 @@ RX_ENCODINGS = ("raw", "hex", "base64", "json")
 MQTT_PROTOCOLS = ("3.1.1", "5")
 REG_OPS = ("write", "read", "set", "clear", "wait")
 _NAME = re.compile(r"^[a-z0-9_-]+$")
+MAX_CHANNELS_DEFAULT = 256  # a socket each (and a PTY or stream socket by option): see LimitNOFILE= in the unit
+MAX_CHANNELS_LIMIT = 65536
 _ALIGN = 4  # every region, offset and size: 32-bit words are the smallest shared unit
 
 
@@ -139,6 +141,7 @@ class RemoteConfig:
     doorbell: DoorbellConfig = field(default_factory=DoorbellConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     endpoints: dict[str, EndpointOptions] = field(default_factory=dict)
+    max_channels: int = 256  # channels the remote may have at once; announcements past it are refused
 
     def endpoint_options(self, name: str) -> EndpointOptions:
         """Options for endpoint ``name``: its own table over the ``"*"`` table over the defaults."""
@@ -373,7 +376,7 @@ class _Parser:
             key,
             (
                 "backend", "board", "shm", "rsc_table", "vring0", "vring1", "buffers", "reset_wait_ms",
-                "uio", "devmem", "doorbell", "lifecycle", "endpoint",
+                "uio", "devmem", "doorbell", "lifecycle", "endpoint", "max_channels",
             ),
         )  # fmt: skip
         backend = self.choice(r, key, "backend", BACKENDS, "uio")
@@ -422,7 +425,12 @@ class _Parser:
         doorbell = self.doorbell(r.get("doorbell", {}), f"{key}.doorbell", backend, board)
         lifecycle = self.lifecycle(r.get("lifecycle", {}), f"{key}.lifecycle")
         endpoints = self.endpoints(r.get("endpoint", {}), f"{key}.endpoint")
-        return RemoteConfig(name, layout, backend, board, reset_wait, uio, devmem_path, doorbell, lifecycle, endpoints)
+        max_channels = self.get(r, key, "max_channels", int, MAX_CHANNELS_DEFAULT)
+        if not 1 <= max_channels <= MAX_CHANNELS_LIMIT:
+            raise self.fail(f"{key}.max_channels", f"{max_channels} is out of range (1..{MAX_CHANNELS_LIMIT})")
+        return RemoteConfig(
+            name, layout, backend, board, reset_wait, uio, devmem_path, doorbell, lifecycle, endpoints, max_channels
+        )
 
     def no_shared_memory(self, remotes: dict[str, RemoteConfig]) -> None:
         items = sorted(remotes.values(), key=lambda rc: rc.layout.window.pa)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from . import __version__
 from . import rsc_table as rt
 from .daemon import RemoteHost
-from .files import chgrp
+from .files import AcceptPause, accept_all, chgrp
 from .names import safe_name
 from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
 from .session import read_table
@@ -45,6 +46,8 @@ log = logging.getLogger("rprocd.control")
 SCHEMA_VERSION = 1
 MAX_REQUEST = 64 * 1024  # bytes in one request line
 TRACE_POLL = 0.2  # seconds between looks at the trace buffer while someone follows it
+TRACE_LEARN = 0.5  # seconds to watch a wrapped buffer whose write position is unknown, for a change that shows it
+TRACE_LEARN_POLL = 0.05
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 FEATURE_NAMES = {rt.VIRTIO_RPMSG_F_NS: "ns"}
@@ -237,8 +240,13 @@ class ControlServer:
         self.hosts = hosts
         self.mode = mode
         self.gid = gid
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
+        self._acceptor: AcceptPause | None = None
         self._conns: set[_Conn] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accept_pauses = 0
+        # per remote: where its trace buffer is written next, known from what earlier requests saw
+        self._trace_trackers: dict[str, TraceReader] = {}
         self.requests = 0
         self.errors = 0
         self._handlers: dict[str, Handler] = {
@@ -270,21 +278,56 @@ class ControlServer:
             sock.close()
             tmp.unlink(missing_ok=True)
             raise
-        self._server = await asyncio.start_unix_server(self._client, sock=sock, limit=MAX_REQUEST)
+        self._listener = sock
+        # our own accept loop, not asyncio's server: out of descriptors it rests (AcceptPause) instead of
+        # spinning or, on some loops, closing the server for good
+        self._acceptor = AcceptPause(asyncio.get_running_loop(), sock.fileno(), self._accept)
+        self._acceptor.start()
+        for h in self.hosts:  # a first look now: the write position is exact while the buffer has not wrapped
+            with contextlib.suppress(ControlError):
+                self._trace_tracker(h).feed(read_trace_raw(h))
         log.info("control socket at %s (mode %o)", self.path, self.mode)
 
+    def _pause_accepting(self) -> None:
+        self.accept_pauses += 1
+        if self._acceptor is not None:
+            self._acceptor()
+
+    def _accept(self) -> None:
+        if self._listener is None:
+            return
+        for sock in accept_all(self._listener, self.path, self._pause_accepting):
+            task = asyncio.ensure_future(self._serve(sock))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, sock: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_REQUEST)
+        except OSError as e:
+            log.warning("control: cannot serve a connection: %s", e)
+            sock.close()
+            return
+        await self._client(reader, writer)
+
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.cancel()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         for c in list(self._conns):
             for t in c.tasks:
                 t.cancel()
             c.writer.close()
         self._conns.clear()
-        if server is not None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 2)
+                await asyncio.wait(tasks, timeout=2)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -400,22 +443,47 @@ class ControlServer:
     async def _stats(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
         return {
             "remotes": [remote_stats(h) for h in self._selected(req)],
-            "control": {"requests": self.requests, "errors": self.errors, "connections": len(self._conns)},
+            "control": {
+                "requests": self.requests,
+                "errors": self.errors,
+                "connections": len(self._conns),
+                "accept_pauses": self.accept_pauses,
+            },
         }
 
+    def _trace_tracker(self, host: RemoteHost) -> TraceReader:
+        t = self._trace_trackers.get(host.name)
+        if t is None:
+            t = self._trace_trackers[host.name] = TraceReader(backlog=True)
+        return t
+
     async def _trace(self, conn: _Conn, req: dict[str, Any], rid: Any) -> Any:
+        """What the buffer holds now, oldest to newest (trace.TraceReader.contents), then, to a follower, what comes."""
         host = self._one(req)
         raw = read_trace_raw(host)
-        reader = TraceReader(backlog=True)
+        tracker = self._trace_tracker(host)
+        tracker.feed(raw)
+        deadline = time.monotonic() + TRACE_LEARN
+        while tracker.position is None and time.monotonic() < deadline:
+            # wrapped before we ever looked: a change shows where the remote writes, so watch a moment for one
+            await asyncio.sleep(TRACE_LEARN_POLL)
+            raw = read_trace_raw(host)
+            tracker.feed(raw)
         follow = bool(req.get("follow"))
-        lines = reader.feed(raw)
-        if not follow:
-            lines += reader.flush()  # the unfinished last line too; a follower gets it once it ends
-        text = _lines(lines)
+        # a follower gets the unfinished last line once it ends
+        text = _lines(tracker.contents(raw, unfinished=not follow))
         pa, length = trace_location(host) or (0, 0)
         if follow:
+            reader = copy.copy(tracker)  # goes on from here: its position, its unfinished line
             conn.tasks.append(asyncio.ensure_future(self._follow(conn, host, reader, rid)))
-        return {"remote": host.name, "pa": pa, "len": length, "text": text, "follow": bool(req.get("follow"))}
+        return {
+            "remote": host.name,
+            "pa": pa,
+            "len": length,
+            "text": text,
+            "follow": follow,
+            "position": tracker.position,
+        }
 
     async def _follow(self, conn: _Conn, host: RemoteHost, reader: TraceReader, rid: Any) -> None:
         """Push what the remote adds to its trace buffer until the client goes away."""

@@ -30,7 +30,7 @@ from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
-from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
+from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, sparse
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
 
@@ -59,6 +59,7 @@ class HostStats:
     ring_errors: int = 0
     table_errors: int = 0
     tx_refused: int = 0  # sends to an endpoint that cannot send (peer address unknown)
+    callback_errors: int = 0  # an event's handling raised: contained, logged at a limited rate
 
 
 class RemoteHost:
@@ -76,6 +77,7 @@ class RemoteHost:
         resume_grace: float = 5.0,
         socket_mode: int = 0o660,
         socket_gid: int | None = None,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ):
         self.name = name
         self.layout = layout
@@ -88,6 +90,7 @@ class RemoteHost:
         self.stats = HostStats()
         self.observers: list[Observer] = []
         self.max_payload = layout.buf_size - 16
+        self.max_channels = max_channels
         self.loop = asyncio.get_running_loop()
         self.sockets = SocketExport(
             self.loop, runtime_dir / name / "ept", self, policy_for, mode=socket_mode, gid=socket_gid
@@ -147,11 +150,12 @@ class RemoteHost:
 
     # -- waiting and attaching -----------------------------------------------------
 
-    def _set_state(self, state: str, detail: str) -> None:
+    def _set_state(self, state: str, detail: str, *, quiet: bool = False) -> None:
+        """``quiet``: a detail that changes with every channel (the endpoint count) is logged at DEBUG."""
         if (state, detail) == (self.state, self.detail):
             return
         self.state, self.detail = state, detail
-        log.info("%s: %s", self.name, detail)
+        log.log(logging.DEBUG if quiet else logging.INFO, "%s: %s", self.name, detail)
         for o in self.observers:
             o.on_state(self)
 
@@ -203,6 +207,7 @@ class RemoteHost:
         self._lost.clear()
         try:
             session = Session(self.mem, self.layout, view, self)
+            session.bus.max_channels = self.max_channels
             kicks = session.attach()
         except (AttachError, RpmsgError, MemoryAccessError, ValueError) as e:
             self._note_table_problem(str(e))
@@ -223,6 +228,7 @@ class RemoteHost:
         except (AttachError, RpmsgError, MemoryAccessError, ValueError) as e:
             log.warning("%s: cannot resume: %s", self.name, e)
             return False
+        session.bus.max_channels = self.max_channels
         self.session = session  # channel_added during resume needs it
         self._grace_until = time.monotonic() + self.resume_grace
         try:
@@ -276,13 +282,28 @@ class RemoteHost:
     def _arm_timer(self) -> None:
         self._timer = self.loop.call_later(CHECK_INTERVAL, self._tick)
 
+    def _contain(self, what: str, e: Exception) -> None:
+        """An event's handling failed: count it, log it at a limited rate; the loop and the session go on."""
+        n = self.stats.callback_errors = self.stats.callback_errors + 1
+        if sparse(n):
+            log.error("%s: %s failed: %s: %s (callback_errors: %d so far)", self.name, what, type(e).__name__, e, n,
+                      exc_info=n == 1)  # fmt: skip
+
     def _tick(self) -> None:
         self._arm_timer()
+        try:
+            self._check()
+        except Exception as e:
+            self._contain("the periodic check", e)
+
+    def _check(self) -> None:
         s = self.session
         if s is None:
             self._wake.set()
-        elif not s.alive():
-            self._session_lost("the remote's status lost DRIVER_OK (it restarted or reset)")
+            return
+        lost = s.lost_reason()
+        if lost is not None:
+            self._session_lost(lost)
         elif not s.table_intact():
             self.stats.table_errors += 1
             self._session_lost("the remote rewrote its resource table under a live session")
@@ -315,6 +336,8 @@ class RemoteHost:
         except (VringError, MemoryAccessError) as e:
             self.stats.ring_errors += 1
             self._session_lost(f"ring error: {e}")
+        except Exception as e:  # a bug must not escape into the loop (one traceback per doorbell)
+            self._contain("servicing the rings", e)
 
     def flush(self) -> None:
         """Publish what was queued for the remote and ring it if it wants to hear."""
@@ -439,18 +462,30 @@ class RemoteHost:
     # -- BusEvents -----------------------------------------------------------------
 
     def channel_added(self, ch: Channel) -> None:
-        self.sockets.add(ch)
-        for o in self.observers:
-            o.on_channel(self, ch, True)
+        """Each export on its own: one that fails (contained, counted) does not keep the others from it."""
+        try:
+            self.sockets.add(ch)
+        except Exception as e:
+            self._contain(f"exporting endpoint {ch.name!r}", e)
+        self._tell_observers(ch, True)
         if self.state == "attached":
-            self._set_state("attached", self._attached_detail())
+            self._set_state("attached", self._attached_detail(), quiet=True)
 
     def channel_removed(self, ch: Channel) -> None:
-        self.sockets.remove(ch)
-        for o in self.observers:
-            o.on_channel(self, ch, False)
+        try:
+            self.sockets.remove(ch)
+        except Exception as e:
+            self._contain(f"removing endpoint {ch.name!r}", e)
+        self._tell_observers(ch, False)
         if self.state == "attached" and self.session is not None:
-            self._set_state("attached", self._attached_detail())
+            self._set_state("attached", self._attached_detail(), quiet=True)
+
+    def _tell_observers(self, ch: Channel, added: bool) -> None:
+        for o in self.observers:
+            try:
+                o.on_channel(self, ch, added)
+            except Exception as e:
+                self._contain(f"{type(o).__name__} on endpoint {ch.name!r}", e)
 
     def can_deliver(self, ch: Channel) -> bool:
         ok = self.sockets.can_deliver(ch)
@@ -477,6 +512,7 @@ class RemoteHost:
             "detail": self.detail,
             "uptime": round(time.monotonic() - self.started, 3),
             "host": vars(self.stats).copy(),
+            "sockets": {"export_failures": self.sockets.export_failures, "max_channels": self.max_channels},
             "doorbell": self.platform.doorbell.stats(),
         }
         s = self.session

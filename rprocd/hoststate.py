@@ -27,6 +27,7 @@ import zlib
 from dataclasses import dataclass
 
 from .memory import MemoryMap
+from .names import check_name
 
 MAGIC = 0x53485052  # b"RPHS" little-endian
 VERSION = 1
@@ -93,10 +94,15 @@ class HostState:
         out = []
         for i in range(count):
             raw, remote, local, flags = RECORD.unpack_from(body, i * RECORD.size)
-            out.append(SavedChannel(raw.split(b"\0", 1)[0], remote, local, flags))
+            nul = raw.find(b"\0")
+            out.append(SavedChannel(raw[:nul] if nul >= 0 else raw, remote, local, flags))
         # shared memory is the remote's to scribble on too: only a table we could have written is trusted
         if len({c.local for c in out}) != count or len({c.raw_name for c in out}) != count:
             return "saved host state names a channel twice"
-        if any(not c.raw_name or not 1024 <= c.local < 0xFFFFFFFF for c in out):
+        if any(not 1024 <= c.local < 0xFFFFFFFF for c in out):
             return "saved host state holds a channel no host gave out"
+        for c in out:  # the same rule as name service: a name it would refuse is not one we saved
+            why = check_name(c.raw_name)
+            if why is not None:
+                return f"saved host state holds a channel name that name service refuses: {why}"
         return out

@@ -12,10 +12,21 @@ the reserved region's base for ``rsc-offset``, adding up vring sizes.
 
 What a table does not say is inferred and reported as an assumption, and can
 be given instead (:class:`Hints`): the reserved region that holds the table
-(default: the table address rounded down to 4 KiB, up to the next vring),
+(default: the table address rounded down to 4 KiB, up to the next vring, or,
+with no fixed vring, up to the end of a trace buffer just above the table),
 the shared window (default: the span of everything the host needs), and the
 rpmsg buffer pool (default: a carveout named like ``*buffer*``, else right
 after the vrings, sized for ``2 * num`` buffers or up to the window's end).
+
+What it proposes never overlaps: ``FW_RSC_ADDR_ANY`` vrings and an inferred
+buffer pool go to the first free pages, past the table, the trace buffer, the
+carveouts and each other; a layout that still overlaps (the firmware's own
+addresses, or a hint) is reported and no snippet or config is printed for it.
+
+The device-tree snippet is for a 2-cell root (arm64), as the seed's tree and
+docs/hardware.md: ``reg = <0x0 PA 0x0 SIZE>``, the window node named so that
+its UIO name (uio_pdrv_genirq: the node name without the unit address) is the
+one the printed config lists, and the SoC's mailbox node overridden in place.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import rsc_table as rt
-from .layout import RPMSG_BUF_SIZE, Layout, Region
+from .layout import RPMSG_BUF_SIZE, TCC807X_MAILBOX, Layout, MailboxNode, Region
 from .memory import MemoryMap
 from .session import AttachError, read_table
 from .vring import vring_offsets
@@ -51,6 +62,7 @@ class Hints:
     shm: Region | None = None
     buffers: Region | None = None
     buf_size: int = RPMSG_BUF_SIZE
+    mailbox: MailboxNode | None = TCC807X_MAILBOX  # the SoC node to hand to UIO (None: leave it out)
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     buf_size: int = RPMSG_BUF_SIZE
+    overlaps: list[str] = field(default_factory=list)  # the warnings that make the layout unusable
+    mailbox: MailboxNode | None = None
 
     @property
     def offset(self) -> int | None:
@@ -174,47 +188,69 @@ class Report:
         rows.sort(key=lambda r: (r[0], -(r[1] - r[0])))
         return rows
 
+    def _unwritable(self) -> str | None:
+        if self.layout is None:
+            return "not enough is known"
+        if self.overlaps:
+            return "the layout overlaps (see the warnings)"
+        return None
+
     def dts(self) -> str:
-        """The Linux device-tree snippet: reserved memory for each part, the window as a UIO device."""
+        """The Linux device-tree snippet (2-cell root): reserved memory, the window and the mailbox for UIO."""
+        why = self._unwritable()
         lay = self.layout
-        if lay is None:
-            return "/* not enough is known to write the device-tree snippet */\n"
-        parts = [(lay.table_region, "rsc_table", False)]
-        parts += [(r, f"vdev0vring{i}", False) for i, r in enumerate(lay.vrings)]
-        parts.append((lay.buffers, "vdev0buffer", True))
+        if why is not None or lay is None:
+            return f"/* not written: {why} */\n"
         lines = [
             "/ {",
             "\treserved-memory {",
-            "\t\t#address-cells = <1>;",
-            "\t\t#size-cells = <1>;",
+            "\t\t#address-cells = <2>;",
+            "\t\t#size-cells = <2>;",
             "\t\tranges;",
             "",
+            '\t\t/* no-map: Linux must never use these pages; "okay" even over a disabled node of the same path */',
         ]
-        for r, label, pool in parts:
-            node = r.name if r.name else label
-            lines.append(f"\t\t{label}: {node}@{r.pa:x} {{")
-            if pool:
-                lines.append('\t\t\tcompatible = "shared-dma-pool";')
-            lines.append(f"\t\t\treg = <{r.pa:#x} {r.size:#x}>;")
-            lines.append("\t\t\tno-map;")
-            lines.append("\t\t};")
+        for r in (lay.table_region, *lay.vrings, lay.buffers):
+            lines += [f"\t\t{r.name}@{r.pa:x} {{", f"\t\t\treg = <{_cells(r)}>;", "\t\t\tno-map;"]
+            lines += ['\t\t\tstatus = "okay";', "\t\t};"]
+        w = lay.window
         lines += [
             "\t};",
             "",
-            f"\t/* the table is at {self.table_pa:#x}: rsc-offset {lay.rsc_offset:#x} in rsc_table */",
-            f"\t{lay.window.name.replace('-', '_')}: {lay.window.name.replace('_', '-')}@{lay.window.pa:x} {{",
-            '\t\tcompatible = "generic-uio";  /* rprocd maps the whole window through UIO */',
-            f"\t\treg = <{lay.window.pa:#x} {lay.window.size:#x}>;",
+            f'\t/* UIO device "{w.name}" (the whole window); the table is at {self.table_pa:#x}: '
+            f"offset {lay.rsc_offset:#x} in {lay.table_region.name} */",
+            f"\t{w.name}@{w.pa:x} {{",
+            '\t\tcompatible = "generic-uio";',
+            f"\t\treg = <{_cells(w)}>;",
+            '\t\tstatus = "okay";',
             "\t};",
             "};",
         ]
+        m = self.mailbox
+        if m is not None:
+            lines += [
+                "",
+                f'/* {m.soc}: the mailbox {m.label} ({m.name}@{m.pa:x}) as UIO device "{m.name}", '
+                f"receive interrupt only (SPI {m.rx_spi}) */",
+                f"&{m.label} {{",
+                '\tcompatible = "generic-uio";',
+                f"\tinterrupts = <GIC_SPI {m.rx_spi} IRQ_TYPE_LEVEL_HIGH>;",
+                '\tstatus = "okay";',
+                "};",
+                "",
+                "/* its kernel client must not drive it too */",
+                f"&{m.client} {{",
+                '\tstatus = "disabled";',
+                "};",
+            ]
         return "\n".join(lines) + "\n"
 
     def toml(self) -> str:
-        """The ``[remote.NAME]`` section of rprocd.toml (format of rprocd/config.py)."""
+        """The ``[remote.NAME]`` section of rprocd.toml (format of rprocd/config.py), UIO names as in :meth:`dts`."""
+        why = self._unwritable()
         lay = self.layout
-        if lay is None:
-            return "# not enough is known to write the rprocd.toml section\n"
+        if why is not None or lay is None:
+            return f"# not written: {why}\n"
 
         def reg(r: Region) -> str:
             return f"{{ pa = {r.pa:#x}, size = {r.size:#x} }}"
@@ -229,6 +265,12 @@ class Report:
             f"vring0 = {reg(lay.vrings[0])}\n"
             f"vring1 = {reg(lay.vrings[1])}\n"
             f"buffers = {reg(lay.buffers)}\n"
+            f"\n[remote.{self.name}.uio]\n"
+            f'memory = ["{lay.window.name}"]\n'
+        ) + (
+            ""
+            if self.mailbox is None
+            else f'\n[remote.{self.name}.doorbell]\ndriver = "telechips"\nuio = "{self.mailbox.name}"\n'
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -303,14 +345,38 @@ def _entry_lines(i: int, e: rt.Entry) -> list[str]:
     return [f"  [{i}] type {e.type} at +{e.offset:#x}: {len(e.data)} bytes (vendor or unknown)"]
 
 
+def _cells(r: Region) -> str:
+    """``reg`` of a 2-cell parent: address high, low, size high, low."""
+    return f"{r.pa >> 32:#x} {r.pa & 0xFFFFFFFF:#x} {r.size >> 32:#x} {r.size & 0xFFFFFFFF:#x}"
+
+
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> bool:
     return a0 < b1 and b0 < a1
+
+
+def _first_free(start: int, size: int, taken: list[tuple[int, int]]) -> int:
+    """The lowest page-aligned address >= ``start`` whose pages [pa, align_up(pa + size)) are free."""
+    pa = align_up(start)
+    moved = True
+    while moved:
+        moved = False
+        for lo, hi in taken:
+            if _overlap(pa, align_up(pa + max(size, 1)), lo, hi):
+                pa = align_up(hi)
+                moved = True
+    return pa
 
 
 def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = Hints(), *, origin: str = "") -> Report:
     """Parse the table at ``table_pa`` (``raw`` holds at least the table), place everything, check it."""
     raw = bytes(raw)
-    rep = Report(name=hints.name, table_pa=table_pa, origin=origin or f"{table_pa:#x}", buf_size=hints.buf_size)
+    rep = Report(
+        name=hints.name,
+        table_pa=table_pa,
+        origin=origin or f"{table_pa:#x}",
+        buf_size=hints.buf_size,
+        mailbox=hints.mailbox,
+    )
     try:
         table = rt.parse(raw)
     except rt.TableError as e:
@@ -318,6 +384,11 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
         return rep
     rep.table = table
     w = rep.warnings
+
+    def overlap(msg: str) -> None:
+        w.append(msg)
+        rep.overlaps.append(msg)
+
     w.extend(table.warnings)
     if table_pa % 4:
         w.append(f"the table address {table_pa:#x} is not 4-byte aligned")
@@ -345,6 +416,10 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
     traces = table.traces
     rep.trace = traces[0] if traces else None
     table_end = table_pa + table.size
+    # what the remote already uses: nothing proposed may land on it
+    taken: list[tuple[int, int]] = [(table_pa, table_end)]
+    taken += [(t.da, t.da + t.len) for t in traces]
+    taken += [(e.pa, e.pa + e.len) for e in table.entries if isinstance(e, (rt.Carveout, rt.Devmem))]
 
     # the reserved region that holds the table
     vr_das = [v.da for v in rep.vdev.vrings if v.da != rt.FW_RSC_ADDR_ANY] if rep.vdev else []
@@ -353,11 +428,17 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
     else:
         base = align_down(table_pa)
         above = [d for d in vr_das if table_end <= d <= base + _NEAR]
-        end = min(above) if above else align_up(table_end)
+        near_traces = [t.da + t.len for t in traces if base <= t.da < base + _NEAR]
+        if above:
+            end, how = min(above), "up to the first vring"
+        elif near_traces:
+            end, how = align_up(max(table_end, *near_traces)), "past the trace buffer"
+        else:
+            end, how = align_up(table_end), "up to the next page"
         rep.region = Region("rsc-table", base, max(end - base, PAGE))
         rep.assumptions.append(
             f"the resource-table region is {rep.region.pa:#x}+{rep.region.size:#x}: the table address rounded "
-            "down to 4 KiB, up to the first vring (--rsc-region PA:SIZE)"
+            f"down to 4 KiB, {how} (--rsc-region PA:SIZE)"
         )
     region = rep.region
     if not region.contains(table_pa, table.size):
@@ -368,6 +449,7 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
 
     # vrings
     next_free = region.end
+    taken.append((region.pa, region.end))
     if rep.vdev is not None:
         for i, vv in enumerate(rep.vdev.vrings[:2]):
             try:
@@ -377,26 +459,30 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
                 rep.vrings.append(VringInfo(i, vv.da, None, vv.num, vv.align, vv.notifyid, 0, None))
                 continue
             if vv.da == rt.FW_RSC_ADDR_ANY:
-                pa = align_up(next_free)
-                rep.assumptions.append(f"vring{i} has da ANY: the host places it at {pa:#x} (its vring{i} region)")
+                pa = _first_free(next_free, size, taken)
+                rep.assumptions.append(
+                    f"vring{i} has da ANY: the host places it at {pa:#x}, the first free page past the table "
+                    f"region (its vring{i} region)"
+                )
             else:
                 pa = vv.da
                 if pa % max(vv.align, 4):
                     w.append(f"vring{i} address {pa:#x} is not aligned to {vv.align}")
             reg = Region(f"vdev0vring{i}", align_down(pa), align_up(pa + size) - align_down(pa))
             next_free = max(next_free, reg.end)
+            taken.append((reg.pa, reg.end))
             rep.vrings.append(VringInfo(i, vv.da, pa, vv.num, vv.align, vv.notifyid, size, reg))
             if _overlap(pa, pa + size, table_pa, table_end):
-                w.append(
+                overlap(
                     f"vring{i} {pa:#x}+{size:#x} overlaps the resource table {table_pa:#x}+{table.size:#x}: "
                     "setting up the ring would overwrite the table"
                 )
             elif _overlap(pa, pa + size, region.pa, region.end):
-                w.append(f"vring{i} {pa:#x}+{size:#x} lies inside the resource-table region {region}")
+                overlap(f"vring{i} {pa:#x}+{size:#x} lies inside the resource-table region {region}")
         r = rep.vrings
         if len(r) == 2 and r[0].pa is not None and r[1].pa is not None:
             if _overlap(r[0].pa, r[0].pa + r[0].size, r[1].pa, r[1].pa + r[1].size):
-                w.append(f"vring0 {r[0].pa:#x}+{r[0].size:#x} and vring1 {r[1].pa:#x}+{r[1].size:#x} overlap")
+                overlap(f"vring0 {r[0].pa:#x}+{r[0].size:#x} and vring1 {r[1].pa:#x}+{r[1].size:#x} overlap")
             if r[0].num != r[1].num:
                 w.append(f"vring0 has {r[0].num} entries and vring1 {r[1].num}: rpmsg needs the same size")
 
@@ -410,10 +496,11 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
         rep.buffers = Region("vdev0buffer", carve[0].pa, carve[0].len)
         rep.assumptions.append(f"the rpmsg buffers are the carveout {carve[0].name!r}")
     elif need:
-        start = align_up(next_free)
-        if hints.shm is not None and hints.shm.end > start:
-            size = hints.shm.end - start
-            how = "up to the end of the shared window"
+        start = _first_free(next_free, need, taken)
+        limit = min([lo for lo, _ in taken if lo >= start], default=1 << 64)
+        if hints.shm is not None and min(hints.shm.end, limit) > start:
+            size = min(hints.shm.end, limit) - start
+            how = "up to the end of the shared window" if limit >= hints.shm.end else "up to what follows it"
         else:
             size = align_up(need)
             how = f"sized for 2 x {num} x {hints.buf_size} B"
@@ -428,10 +515,13 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
         )
     if b is not None:
         if _overlap(b.pa, b.end, table_pa, table_end):
-            w.append(f"the buffer pool {b} overlaps the resource table")
+            overlap(f"the buffer pool {b} overlaps the resource table")
         for v in rep.vrings:
             if v.pa is not None and _overlap(b.pa, b.end, v.pa, v.pa + v.size):
-                w.append(f"the buffer pool {b} overlaps vring{v.index}")
+                overlap(f"the buffer pool {b} overlaps vring{v.index}")
+        for t in traces:
+            if _overlap(b.pa, b.end, t.da, t.da + t.len):
+                overlap(f"the buffer pool {b} overlaps the trace buffer {t.name!r}")
 
     # the shared window: everything the host maps
     parts = [region] + [v.region for v in rep.vrings if v.region is not None] + ([b] if b else [])
@@ -454,19 +544,28 @@ def analyse(table_pa: int, raw: bytes | bytearray | memoryview, hints: Hints = H
     for what, pa, size in checks:
         if not win.contains(pa, size):
             w.append(f"{what} {pa:#x}+{size:#x} is outside any region rprocd maps (shared window {win})")
+    held = sorted((p.pa, p.end) for p in parts)
+    at = win.pa
+    for lo, hi in [*held, (win.end, win.end)]:
+        if lo > at:
+            w.append(
+                f"{at:#x}-{min(lo, win.end):#x} of the shared window is in no reserved region: Linux may use "
+                "those pages (--rsc-region, --buffers)"
+            )
+        at = max(at, hi)
     if rep.trace is not None:
         t = rep.trace
         for v in rep.vrings:
             if v.pa is not None and _overlap(t.da, t.da + t.len, v.pa, v.pa + v.size):
-                w.append(f"the trace buffer {t.da:#x}+{t.len:#x} overlaps vring{v.index}")
+                overlap(f"the trace buffer {t.da:#x}+{t.len:#x} overlaps vring{v.index}")
         if _overlap(t.da, t.da + t.len, table_pa, table_end):
-            w.append(f"the trace buffer {t.da:#x}+{t.len:#x} overlaps the resource table")
+            overlap(f"the trace buffer {t.da:#x}+{t.len:#x} overlaps the resource table")
 
     # what rprocd itself would say when attaching with this layout
     lay = rep.layout
     if lay is not None:
         for problem in lay.check():
-            w.append(f"layout: {problem}")
+            (overlap if " overlaps " in problem else w.append)(f"layout: {problem}")
         if not lay.check() and lay.window.contains(table_pa, lay.rsc_size) and lay.window.size <= 1 << 26:
             mem = bytearray(lay.window.size)
             off = table_pa - lay.window.pa

@@ -76,3 +76,35 @@ TCC807X = Layout(
     vrings=(Region("vdev0vring0", 0x200C8000, 0x1000), Region("vdev0vring1", 0x200C9000, 0x1000)),
     buffers=Region("vdev0buffer", 0x200CA000, 0x4000),
 )
+
+# The layouts a raw dump of the whole window can be recognised by (its size), by board name.
+KNOWN_LAYOUTS: dict[str, Layout] = {"tcc807x": TCC807X}
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxNode:
+    """The SoC device-tree node of the mailbox a remote is rung through, as ``rprocctl inspect`` prints it."""
+
+    soc: str
+    label: str  # the node's label in the SoC .dtsi
+    name: str  # node name without unit address = the UIO name once it is generic-uio
+    pa: int
+    size: int
+    rx_spi: int  # interrupt index 0: the receive one (the only one uio_pdrv_genirq takes)
+    tx_spi: int
+    client: str  # label of the kernel node that uses the mailbox and must be disabled
+
+
+# Telechips BSP (topst-development/kernel-5.10): tcc807x-subcore-mbox.dtsi
+# "a55sp_a55mp_mbox: mbox@17470000" (reg 0x100, SPI 242 rx / 243 tx), whose
+# only client is tcc807x-subcore-ipi.dtsi's tcc_ipi_main.
+TCC807X_MAILBOX = MailboxNode(
+    soc="tcc807x",
+    label="a55sp_a55mp_mbox",
+    name="mbox",
+    pa=0x17470000,
+    size=0x100,
+    rx_spi=242,
+    tx_spi=243,
+    client="tcc_ipi_main",
+)

@@ -29,8 +29,9 @@ from typing import Protocol
 
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
-from .memory import MemoryMap
-from .vring import VRING_DESC_F_WRITE, Vring
+from .memory import MemoryAccessError, MemoryMap
+from .names import check_name
+from .vring import VRING_DESC_F_WRITE, Vring, VringError
 
 HDR = struct.Struct("<IIIHH")  # src, dst, reserved, len, flags
 HDR_SIZE = HDR.size
@@ -41,6 +42,8 @@ RPMSG_RESERVED_ADDRESSES = 1024
 RPMSG_NS_CREATE = 0
 RPMSG_NS_DESTROY = 1
 NAME_SIZE = 32
+DEFAULT_MAX_CHANNELS = 256  # channels per remote ([remote.NAME] max_channels): one socket and more each
+LIFECYCLE_BURST = 32  # channel lifecycle lines logged in full before they thin out (sparse)
 
 log = logging.getLogger("rprocd.rpmsg")
 
@@ -48,6 +51,11 @@ log = logging.getLogger("rprocd.rpmsg")
 def sparse(count: int) -> bool:
     """Log the 1st, 2nd, 4th, 8th ... occurrence: a flood from the remote cannot flood the journal."""
     return count & (count - 1) == 0
+
+
+def lifecycle_logged(count: int) -> bool:
+    """The first :data:`LIFECYCLE_BURST` channel creations (or removals), then sparsely: churn cannot flood the log."""
+    return count <= LIFECYCLE_BURST or sparse(count)
 
 
 class RpmsgError(Exception):
@@ -101,6 +109,8 @@ class BusStats:
     ns_bad: int = 0  # malformed or hostile name-service message
     ns_created: int = 0
     ns_destroyed: int = 0
+    ns_refused: int = 0  # announcements past max_channels
+    event_errors: int = 0  # a consumer raised on a message or a channel event (contained, buffer re-posted)
     tx_waits: int = 0  # a send found the pool empty
     held: int = 0  # times a consumer held the remote back (backpressure), parked ones included
     parked: int = 0  # deliveries that waited, handed over, for a slow reader
@@ -119,6 +129,7 @@ class RpmsgBus:
         *,
         buf_size: int = 512,
         ns: bool = True,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ):
         if rx.num != tx.num:
             raise RpmsgError(f"vring sizes differ ({rx.num} and {tx.num})")
@@ -129,6 +140,7 @@ class RpmsgBus:
         if need > buffers.size:
             raise RpmsgError(f"{2 * self.num} buffers of {buf_size} bytes need {need:#x}, {buffers} is smaller")
         self.mem, self.rx, self.tx, self.events, self.ns = mem, rx, tx, events, ns
+        self.max_channels = max_channels
         self.pool_pa = buffers.pa
         self._bufs = mem.span(buffers.pa, need)  # aligned accesses and device copies only (rprocd.memory)
         self.tx_base = self.num * buf_size  # offset of the transmit half
@@ -180,7 +192,7 @@ class RpmsgBus:
             self.channels[ch.local] = ch
             self.by_name[c.raw_name] = ch
             self._next_addr = max(self._next_addr, ch.local + 1)
-            self.events.channel_added(ch)
+            self._channel_event(ch, True)
         return len(rx_back), len(tx_back)
 
     def _save_state(self) -> None:
@@ -261,7 +273,12 @@ class RpmsgBus:
                     ch.rx_bytes += mlen
                     self.stats.rx_msgs += 1
                     self.stats.rx_bytes += mlen
-                    if self.events.deliver(ch, src, data):
+                    try:
+                        done = self.events.deliver(ch, src, data)
+                    except Exception as e:  # a consumer's failure loses this message (counted), never the buffer
+                        self._event_error(f"delivering {mlen} bytes to {ch.name!r}", e)
+                        done = True
+                    if done:
                         rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
                         return True
                     rx.record_used(back=1)  # partly queued in our memory: the ring keeps it until it is out
@@ -270,7 +287,12 @@ class RpmsgBus:
                     self.stats.held += 1  # the remote is held back all the same
                     return False
                 elif dst == RPMSG_NS_ADDR and self.ns:
-                    self._name_service(data, src)
+                    try:
+                        self._name_service(data, src)
+                    except (VringError, MemoryAccessError):
+                        raise
+                    except Exception as e:  # whatever became of the announcement, its buffer goes back
+                        self._event_error("a name-service message", e)
                 else:
                     self.stats.rx_unknown_dst += 1
                     if sparse(self.stats.rx_unknown_dst):
@@ -288,16 +310,34 @@ class RpmsgBus:
         if sparse(n):
             log.warning("remote sent a bad message: %s (%s: %d so far)", why, counter, n)
 
+    def _event_error(self, what: str, e: Exception) -> None:
+        n = self.stats.event_errors = self.stats.event_errors + 1
+        if sparse(n):
+            log.error("handling %s failed: %s: %s (event_errors: %d so far)", what, type(e).__name__, e, n,
+                      exc_info=n == 1)  # fmt: skip
+
+    def _channel_event(self, ch: Channel, added: bool) -> None:
+        """Tell the consumer; its failure (no socket, say) leaves the channel as the remote sees it."""
+        try:
+            if added:
+                self.events.channel_added(ch)
+            else:
+                self.events.channel_removed(ch)
+        except Exception as e:
+            self._event_error(f"the {'creation' if added else 'removal'} of channel {ch.name!r}", e)
+
     def _name_service(self, data: bytes, src: int) -> None:
         if len(data) != NS_MSG.size:
             self._bad("ns_bad", f"name-service message of {len(data)} bytes, expected {NS_MSG.size}")
             return
         raw, addr, flags = NS_MSG.unpack(data)
         nul = raw.find(b"\0")
-        if nul <= 0:
-            self._bad("ns_bad", "name-service name is empty or not NUL-terminated")
+        if nul >= 0:
+            raw = raw[:nul]
+        why = check_name(raw)
+        if why is not None:
+            self._bad("ns_bad", f"name-service name is empty or not NUL-terminated ({why})")
             return
-        raw = raw[:nul]
         name = raw.decode("utf-8", "backslashreplace")
         if addr in (RPMSG_ADDR_ANY, RPMSG_NS_ADDR) or addr < 0:
             self._bad("ns_bad", f"name-service address {addr:#x} for {name!r}")
@@ -307,8 +347,9 @@ class RpmsgBus:
             if ch is None or ch.remote != addr:
                 self._bad("ns_bad", f"destroy of unknown channel {name!r} at {addr:#x}")
                 return
-            self.stats.ns_destroyed += 1
-            log.info("remote destroyed channel %r (addr %#x)", name, addr)
+            n = self.stats.ns_destroyed = self.stats.ns_destroyed + 1
+            if lifecycle_logged(n):
+                log.info("remote destroyed channel %r (addr %#x; %d destroyed so far)", name, addr, n)
             self._remove(ch)
             return
         old = self.by_name.get(raw)
@@ -316,13 +357,22 @@ class RpmsgBus:
             if old.remote != addr:
                 self._bad("ns_bad", f"channel {name!r} announced again at {addr:#x} (is at {old.remote:#x})")
             return
+        if len(self.channels) >= self.max_channels:
+            n = self.stats.ns_refused = self.stats.ns_refused + 1
+            if sparse(n):
+                log.warning(
+                    "remote announced channel %r past the limit of %d channels (max_channels): refused "
+                    "(ns_refused: %d so far)", name, self.max_channels, n,
+                )  # fmt: skip
+            return
         ch = Channel(name=name, remote=addr, local=self._alloc_addr(), raw_name=raw)
         self.channels[ch.local] = ch
         self.by_name[raw] = ch
         self._save_state()
-        self.stats.ns_created += 1
-        log.info("remote announced channel %r: remote %#x, local %#x", name, addr, ch.local)
-        self.events.channel_added(ch)
+        n = self.stats.ns_created = self.stats.ns_created + 1
+        if lifecycle_logged(n):
+            log.info("remote announced channel %r: remote %#x, local %#x (%d so far)", name, addr, ch.local, n)
+        self._channel_event(ch, True)
 
     def create_endpoint(self, name: str, *, remote: int = RPMSG_ADDR_ANY, announce: bool = False) -> Channel:
         """A host-side endpoint (like ``RPMSG_CREATE_EPT_IOCTL``), optionally announced to the remote.
@@ -331,10 +381,13 @@ class RpmsgBus:
         message the remote sends to it) it can receive but not send.
         """
         raw = name.encode()
-        if not raw or len(raw) >= NAME_SIZE or b"\0" in raw:
-            raise RpmsgError(f"endpoint name {name!r} must be 1 to {NAME_SIZE - 1} bytes without NUL")
+        why = check_name(raw)
+        if why is not None:
+            raise RpmsgError(f"endpoint name {name!r} refused: {why} (1 to {NAME_SIZE - 1} bytes without NUL)")
         if raw in self.by_name:
             raise RpmsgError(f"an endpoint named {name!r} exists already")
+        if len(self.channels) >= self.max_channels:
+            raise RpmsgError(f"{len(self.channels)} endpoints exist already, the limit (max_channels)")
         ch = Channel(name=name, remote=remote, local=self._alloc_addr(), raw_name=raw, host_created=True)
         if announce:
             if not self.ns:
@@ -345,7 +398,7 @@ class RpmsgBus:
         self.channels[ch.local] = ch
         self.by_name[raw] = ch
         self._save_state()
-        self.events.channel_added(ch)
+        self._channel_event(ch, True)
         return ch
 
     def destroy_endpoint(self, name: str) -> None:
@@ -370,7 +423,7 @@ class RpmsgBus:
             del self.by_name[ch.raw_name]
         if save:
             self._save_state()
-        self.events.channel_removed(ch)
+        self._channel_event(ch, False)
 
     # -- transmit ----------------------------------------------------------------
 

@@ -187,9 +187,18 @@ class Session:
 
     def alive(self) -> bool:
         """The remote still runs this session: table version 1 and DRIVER_OK still set."""
-        if self.mem.read_u32(self.layout.table_pa) != 1:
-            return False
-        return bool(self.mem.read_u8(self.status_pa) & rt.VIRTIO_CONFIG_S_DRIVER_OK)
+        return self.lost_reason() is None
+
+    def lost_reason(self) -> str | None:
+        """Why the remote no longer runs this session (its table's version, or its status), or None."""
+        ver = self.mem.read_u32(self.layout.table_pa)
+        if ver != 1:
+            if ver == 0:
+                return "the remote is rewriting its resource table (ver 0): it restarted"
+            return f"the remote's resource table now has ver {ver}, not 1 (rewritten under a live session)"
+        if not self.mem.read_u8(self.status_pa) & rt.VIRTIO_CONFIG_S_DRIVER_OK:
+            return "the remote's status lost DRIVER_OK (it restarted or reset)"
+        return None
 
     def detach(self) -> list[int]:
         """Clean exit: status 0 so the remote ends its session; returns the doorbell words."""

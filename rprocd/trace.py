@@ -26,6 +26,21 @@ How the write position is known:
 More than ``len - 1`` characters written between two snapshots (counting
 delayed ones) cannot be told from fewer: the reader then reports what the
 buffer still holds.  Poll often enough for the remote's logging rate.
+
+What the buffer holds *now*, oldest to newest (``rprocctl trace``), is
+:meth:`TraceReader.contents`.  Zephyr's ``ram_console_out()``
+(``drivers/console/ram_console.c``) stores ``ram_console[pos] = c`` then
+``pos = (pos + 1) % CONFIG_RAM_CONSOLE_BUFFER_SIZE`` on a buffer of that
+size plus one NUL, and ``pos`` lives in the remote's ``.bss``, not in the
+buffer: once wrapped, the oldest character is the one at ``pos``, the newest
+the one before it.  So the contents are the buffer rotated to start at the
+write position, its first line dropped (the wrap cut it, or may have); the
+reader must know the position (from an earlier snapshot, or a change seen
+since).  When it cannot (it first saw the buffer wrapped and nothing has
+changed since), the buffer is given round from its first line start in
+memory: every line whole but the one the write position cuts, the order
+right but for where it starts; :attr:`TraceReader.position` stays None to
+say so.
 """
 
 from __future__ import annotations
@@ -73,6 +88,34 @@ class TraceReader:
     def pending(self) -> str:
         """The unfinished last line."""
         return self._partial.decode("utf-8", "replace")
+
+    def contents(self, snapshot: bytes | bytearray | memoryview, *, unfinished: bool = True) -> list[str]:
+        """Every line the buffer holds now, oldest to newest (``unfinished``: the last, unended one too).
+
+        Feeds ``snapshot`` first, so that :meth:`feed` goes on from here: a
+        follower then gets the lines written after it (and the unfinished one
+        once it ends, so leave it out here for a follower).
+        """
+        raw = bytes(snapshot)
+        if len(raw) < 2:
+            return []
+        self.feed(raw)
+        data = raw[:-1]
+        nul = data.find(0)
+        if nul >= 0:  # not wrapped yet: the text runs from the start to the first NUL
+            text = data[:nul]
+        elif self._pos is not None:
+            pos = self._pos
+            text = data[pos:] + data[:pos]
+            cut = text.find(b"\n")
+            text = text[cut + 1 :] if cut >= 0 else b""  # the oldest line lost its start to the wrap
+        else:  # position unknown: round the buffer from its first line start, so only one line can be cut
+            start = data.find(b"\n") + 1
+            text = data[start:] + data[:start]
+        lines = text.split(b"\n")
+        if not lines[-1] or not unfinished:
+            lines.pop()
+        return [p.decode("utf-8", "replace").rstrip("\r") for p in lines]
 
     def flush(self) -> list[str]:
         """The unfinished last line as a line of its own (e.g. when the session ends)."""

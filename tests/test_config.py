@@ -244,3 +244,13 @@ def test_check_from_the_command_line() -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "vdev0buffer" in r.stdout
+
+
+def test_max_channels(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, GOOD)).remotes["main"].max_channels == 256  # the default
+    cfg = load_config(write(tmp_path, GOOD.replace("backend =", "max_channels = 1000\nbackend =")))
+    assert cfg.remotes["main"].max_channels == 1000
+    e = error_of(tmp_path, GOOD.replace("backend =", "max_channels = 0\nbackend ="))
+    assert str(e) == f"{tmp_path}/rprocd.toml: remote.main.max_channels: 0 is out of range (1..65536)"
+    e = error_of(tmp_path, GOOD.replace("backend =", 'max_channels = "many"\nbackend ='))
+    assert "remote.main.max_channels: must be an integer" in str(e)

@@ -11,8 +11,10 @@ import pytest
 
 from rprocd import rsc_table as rt
 from rprocd.cli import ctl
+from rprocd.config import load_config
 from rprocd.inspect import Hints, analyse
 from rprocd.layout import TCC807X, Region
+from tests.dt.fdt import compile_tree, problems, reserved, uio_devices
 
 # a Zephyr/OpenAMP-style table: one rpmsg vdev with two vrings, one trace buffer (as the seed's)
 C_TABLE = r"""
@@ -75,7 +77,8 @@ def test_seed_elf(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "0x200ca000-0x200cc000" in out and "vdev0buffer" in out  # 2 x 8 x 512 when the window is unknown
     assert "trace buffer 'Zephyr_log'" in out and "0x200c7400-0x200c8000" in out
     assert "no problems found" in out
-    assert "rsc_table: rsc-table@200c6000" in out and "reg = <0x200c6000 0x2000>;" in out
+    assert "rsc-table@200c6000 {" in out and "reg = <0x0 0x200c6000 0x0 0x2000>;" in out  # 2 cells
+    assert "rpmsg_shm@200c6000 {" in out  # UIO name rpmsg_shm, as the config and rprocd --check want
     assert "rsc_table = { pa = 0x200c6000, size = 0x2000, offset = 0x3b8, max_size = 0x1000 }" in out
 
 
@@ -98,6 +101,8 @@ def test_seed_elf_with_window_gives_the_seed_config(tmp_path: Path, capsys: pyte
         "vring0": {"pa": 0x200C8000, "size": 0x1000},
         "vring1": {"pa": 0x200C9000, "size": 0x1000},
         "buffers": {"pa": 0x200CA000, "size": 0x4000},
+        "uio": {"memory": ["rpmsg_shm"]},
+        "doorbell": {"driver": "telechips", "uio": "mbox"},
     }
     # the config loader turns that section into exactly the built-in tcc807x layout
     from rprocd import config
@@ -173,13 +178,71 @@ def test_raw_dump(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code, out, err = inspect(capsys, str(dump), "--base", "0x200c6000", *where, "--shm", "0x200c6000:0x8000")
         assert code == 0, err
         assert "address 0x200c63b8" in out and "offset 0x3b8 in the 0x200c6000 region" in out
-        assert "vdev0buffer@200ca000" in out and "reg = <0x200ca000 0x4000>;" in out
+        assert "vdev0buffer@200ca000" in out and "reg = <0x0 0x200ca000 0x0 0x4000>;" in out
         assert "DRIVER_OK" in out  # a dump taken while a host was attached says so
-    code, out, err = inspect(capsys, str(dump), "--base", "0x200c6000")  # offset 0: no table there
+    code, out, err = inspect(capsys, str(dump), "--base", "0x200c6000", "--table-offset", "0")  # no table there
     assert code == 1 and out == ""
     assert err.startswith("rprocctl inspect: ") and "TableNotReady" in err and err.count("\n") == 1
     code, _, err = inspect(capsys, str(dump), "--base", "0x200c6000", "--table-addr", "0x10000000")
     assert code == 1 and "outside the dump" in err
+
+
+def test_board_memory_file_with_no_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13: `rprocctl inspect .run/board/memory` (the whole 0x8000-byte window) uses the tcc807x layout."""
+    memory = tmp_path / "memory"
+    memory.write_bytes(seed_memory())
+    code, out, err = inspect(capsys, str(memory))
+    assert code == 0, err
+    assert "the tcc807x layout, a 0x8000-byte window" in out
+    assert "address 0x200c63b8" in out and "no problems found" in out
+    assert "shm = { pa = 0x200c6000, size = 0x8000 }" in out  # the window is the file, not the span of the parts
+    # any other size: one line saying which options are needed
+    other = tmp_path / "dump.bin"
+    other.write_bytes(seed_memory()[:0x4000])
+    code, out, err = inspect(capsys, str(other))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "no known layout's window (0x8000 bytes at 0x200c6000 (tcc807x))" in err
+    assert "--base ADDR" in err and "--table-addr ADDR or --table-offset OFF" in err
+    code, _, err = inspect(capsys, str(memory), "--base", "0x10000000")
+    assert code == 1 and "give --table-addr ADDR or --table-offset OFF" in err and err.count("\n") == 1
+
+
+def printed_sections(out: str) -> tuple[str, str]:
+    """(device-tree snippet, rprocd.toml section) from `rprocctl inspect`'s text output."""
+    dts = out.split("\nLinux device tree:\n\n", 1)[1].split("\nrprocd.toml:\n\n", 1)
+    return dts[0], dts[1]
+
+
+@pytest.mark.parametrize("seed", [False, True], ids=["soc", "soc+seed-rproc"])
+@pytest.mark.parametrize("defs", [{}, {"DA0": "0xffffffff", "DA1": "0xffffffff"}], ids=["fixed", "any"])
+def test_printed_snippet_compiles_onto_the_soc_and_gives_the_printed_configs_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], defs: dict[str, str], seed: bool
+) -> None:
+    """Issue 11 section 4: dtc accepts the snippet under the 2-cell root; its UIO names are the TOML's."""
+    elf = build_elf(tmp_path, **defs)  # the table at 0x200c63b8, as the seed's zephyr.elf
+    code, out, err = inspect(capsys, str(elf))
+    assert code == 0 and "no problems found" in out, out + err
+    dts, toml = printed_sections(out)
+    tree = compile_tree(dts, tmp_path, seed=seed)
+    warnings = [w for w in tree.warnings.splitlines() if "/shm@200c6000: duplicate unit-address" not in w]
+    assert warnings == []
+    conf = tmp_path / "rprocd.toml"
+    conf.write_text(toml)
+    rc = load_config(str(conf)).remotes["main"]
+    win = rc.layout.window
+    assert problems(tree, memory=rc.uio.memory, mailbox=rc.doorbell.uio, window=(win.pa, win.size)) == []
+    assert sorted(d.name for d in uio_devices(tree)) == sorted([*rc.uio.memory, rc.doorbell.uio or ""])
+    spans = sorted((pa, pa + size) for _, pa, size, nomap in reserved(tree) if nomap)
+    parts = sorted((r.pa, r.end) for r in rc.layout.regions)
+    assert spans == parts  # exactly the config's regions are reserved, and they do not overlap
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_no_mailbox_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = inspect(capsys, str(build_elf(tmp_path)), "--mailbox", "none")
+    assert code == 0, err
+    dts, toml = printed_sections(out)
+    assert "&a55sp_a55mp_mbox" not in dts and "doorbell" not in toml and "rpmsg_shm@200c6000" in dts
 
 
 def test_not_a_firmware(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,11 +272,54 @@ def test_analyse_seed_layout_is_the_builtin_one() -> None:
     assert rep.layout == TCC807X
 
 
+ANY_DA = (rt.VdevVring(rt.FW_RSC_ADDR_ANY, 16, 8, 0), rt.VdevVring(rt.FW_RSC_ADDR_ANY, 16, 8, 1))
+
+
 def test_analyse_any_da_places_the_vrings_after_the_table_region() -> None:
-    any_da = (rt.VdevVring(rt.FW_RSC_ADDR_ANY, 16, 8, 0), rt.VdevVring(rt.FW_RSC_ADDR_ANY, 16, 8, 1))
-    rep = analyse(0x200C63B8, seed_table(vrings=any_da), Hints(rsc_region=TCC807X.table_region))
+    rep = analyse(0x200C63B8, seed_table(vrings=ANY_DA), Hints(rsc_region=TCC807X.table_region))
     assert [v.pa for v in rep.vrings] == [0x200C8000, 0x200C9000]
     assert any("da ANY" in a for a in rep.assumptions)
+
+
+def spans_of(rep: object) -> list[tuple[str, int, int]]:
+    """Every part the report places or decodes: the table, the trace buffer, the vrings, the buffer pool."""
+    from rprocd.inspect import Report
+
+    assert isinstance(rep, Report) and rep.table is not None and rep.buffers is not None
+    out = [("table", rep.table_pa, rep.table_pa + rep.table.size)]
+    out += [("trace", t.da, t.da + t.len) for t in rep.table.traces]
+    out += [(f"vring{v.index}", v.pa, v.pa + v.size) for v in rep.vrings if v.pa is not None]
+    out.append(("buffers", rep.buffers.pa, rep.buffers.end))
+    return out
+
+
+@pytest.mark.parametrize(
+    "hints",
+    [
+        Hints(),  # the issue's case: no hints at all
+        Hints(rsc_region=Region("rsc-table", 0x200C6000, 0x1000)),  # a region that ends below the trace buffer
+        Hints(shm=TCC807X.window),
+    ],
+    ids=["no-hints", "small-region", "window"],
+)
+def test_analyse_any_da_never_proposes_an_overlap(hints: Hints) -> None:
+    """With FW_RSC_ADDR_ANY vrings, vring0 must not land on the trace buffer it has just decoded (0x200c7400)."""
+    rep = analyse(0x200C63B8, seed_table(vrings=ANY_DA), hints)
+    assert rep.overlaps == [] and not any("overlap" in w for w in rep.warnings), rep.warnings
+    parts = spans_of(rep)
+    for i, (a, lo, hi) in enumerate(parts):
+        for b, lo2, hi2 in parts[i + 1 :]:
+            assert not (lo < hi2 and lo2 < hi), f"{a} {lo:#x}-{hi:#x} overlaps {b} {lo2:#x}-{hi2:#x}"
+    lay = rep.layout
+    assert lay is not None and lay.check() == []
+    assert rep.vrings[0].pa == 0x200C8000  # the first free page past the trace buffer's 0x200c7000-0x200c8000
+    assert "not written" not in rep.dts() and "not written" not in rep.toml()
+
+
+def test_an_overlapping_layout_is_not_printed() -> None:
+    rep = analyse(0x200C63B8, seed_table(vrings=(rt.VdevVring(0x200C7800, 16, 8, 0), ANY_DA[1])))
+    assert any("overlaps vring0" in w for w in rep.overlaps), rep.warnings  # the firmware's own vring0 on the trace
+    assert rep.dts().startswith("/* not written: the layout overlaps") and rep.toml().startswith("# not written")
 
 
 def test_analyse_explicit_buffers_and_carveout() -> None:
@@ -234,7 +340,9 @@ def test_analyse_explicit_buffers_and_carveout() -> None:
         ]
     )
     rep = analyse(0x200C63B8, table)
-    assert rep.buffers == Region("vdev0buffer", 0x200CB000, 0x3000) and rep.warnings == []
+    assert rep.buffers == Region("vdev0buffer", 0x200CB000, 0x3000)
+    assert rep.warnings == ["0x200ca000-0x200cb000 of the shared window is in no reserved region: Linux may use "
+                            "those pages (--rsc-region, --buffers)"]  # fmt: skip
 
 
 def test_analyse_bad_tables() -> None:
@@ -248,3 +356,33 @@ def test_analyse_bad_tables() -> None:
     assert any("not a power of two" in w for w in rep.warnings)
     same_id = seed_table(vrings=(rt.VdevVring(0x200C8000, 16, 8, 0), rt.VdevVring(0x200C9000, 16, 8, 0)))
     assert any("share notifyid" in w for w in analyse(0x200C63B8, same_id).warnings)
+
+
+def test_the_live_virtual_boards_memory_file(running: object, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a new user types after `make run`: `rprocctl inspect .run/board/memory`, no options."""
+    from tests.conftest import Board
+
+    assert isinstance(running, Board)
+    code, out, err = inspect(capsys, str(running.dir / "memory"))
+    assert code == 0, err
+    assert "the tcc807x layout, a 0x8000-byte window" in out and "address 0x200c63b8" in out
+    assert "DRIVER_OK" in out  # rprocd is attached
+    _, toml = printed_sections(out)
+    assert "shm = { pa = 0x200c6000, size = 0x8000 }" in toml
+
+
+def test_printed_snippet_for_the_seed_is_the_documented_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """inspect and docs/hardware.md agree: the same UIO devices and the same reservations on the SoC model."""
+    from tests.test_devicetree import DOC, documented_snippet
+
+    code, out, err = inspect(capsys, str(build_elf(tmp_path)), "--shm", "0x200c6000:0x8000")
+    assert code == 0, err
+    (tmp_path / "printed").mkdir()
+    (tmp_path / "doc").mkdir()
+    printed = compile_tree(printed_sections(out)[0], tmp_path / "printed", seed=True)
+    documented = compile_tree(documented_snippet(DOC.read_text()), tmp_path / "doc", seed=True)
+    assert uio_devices(printed) == uio_devices(documented)
+    assert reserved(printed) == reserved(documented)
+    for path in ("/tcc_ipi_main", "/mbox@17470000"):
+        a, b = printed.node(path), documented.node(path)
+        assert a is not None and b is not None and a.props == b.props

@@ -162,11 +162,28 @@ def test_start_is_the_linux_startup_sequence(pair: TccMailboxPair) -> None:
     assert pair.host.log == [
         ("w", T.CTRL_CLR, ~T.OEN & U32),  # output off (inverted mask into CTRL_CLR)
         ("w", T.CTRL_SET, T.CF_FLUSH | T.DF_FLUSH),  # flush both FIFOs
+        ("w", T.CTRL_CLR, ~T.ILEVEL_MASK & U32),  # ILEVEL field to 0 (Linux leaves it as found)
         ("w", T.CTRL_SET, T.IEN_READ | T.ILEVEL_NEMP),  # rx interrupt, level "not empty"
         ("w", T.OPPOSITE_STS, 1),  # we are here
     ]
     assert not pair.host.tx and pair.host.ctrl == T.IEN_READ
     assert pair.remote.read(T.OPPOSITE_STS) & T.PEER_READY
+
+
+def test_ilevel_from_a_previous_owner_is_cleared(pair: TccMailboxPair) -> None:
+    """mailbox-tcc.c: MBOX_CTRL_ILEVEL is bits 0-1 (NEMP 0 .. FULL 3); startup only ORs in NEMP (0)."""
+    assert T.ILEVEL_MASK == 0b11
+    for level in (T.ILEVEL_GT2, T.ILEVEL_GT4, T.ILEVEL_FULL):
+        p = TccMailboxPair()
+        p.host.ctrl = p.remote.ctrl = level  # left by a boot loader or an earlier driver
+        host, remote = TelechipsMailbox(p.host), TelechipsMailbox(p.remote)
+        host.start()
+        remote.start()
+        assert p.host.ctrl & T.ILEVEL_MASK == T.ILEVEL_NEMP
+        assert host.ring(1)  # a 1-word message ...
+        assert p.remote.rx_irq  # ... raises the remote's interrupt
+        assert remote.on_interrupt() == [1]
+        assert remote.ring(0) and p.host.rx_irq
 
 
 def test_ring_is_the_linux_send_sequence_and_never_reads_a_fifo(pair: TccMailboxPair) -> None:
@@ -465,7 +482,7 @@ def test_register_lifecycle_programs() -> None:
     cfg = LifecycleConfig(
         enabled=True,
         method="registers",
-        pa=0x1B930000,
+        pa=0x10000000,  # any register block: the model is a bytearray
         pulse_ms=1,
         start=(RegStep("clear", 0x10, value=0x1),),
         stop=(RegStep("set", 0x10, value=0x1),),

@@ -33,6 +33,7 @@ from rprocd.names import safe_name
 from rprocd.rpmsg import Channel
 from tests.conftest import Board
 from tests.mqtt_broker import Broker, Msg, Subscriber, daemon_argv, make_certs, make_password_file, wait_until
+from tests.traffic import read_record
 
 ROOT = "rprocd/test"
 BASE = f"{ROOT}/main"
@@ -206,6 +207,82 @@ def test_tx_waits_for_a_free_buffer_never_drops(broker: Broker, board: Board) ->
         st = latest_stats(sub, lambda st: st["mqtt"]["tx_sent"] == n, 10, f"stats with {n} writes sent")
         assert st["mqtt"]["tx_waits"] > 0  # buffers did run out, and the writes waited
         assert st["mqtt"]["tx_refused"] == {}
+
+
+def sink_stat(board: Board) -> tuple[int, int]:
+    with board.connect("rpmsg-sink") as k:
+        k.send(b"STAT")
+        n, size = k.recv(64).split()
+    return int(n), int(size)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_retained_writes_refused_and_their_clear_ignored(broker: Broker, board: Board, protocol: str) -> None:
+    """A retained write would reach the remote again on every (re)subscription: refused; its clear is no write."""
+    board.procs.sim(board.dir)
+    d = start_daemon(board, broker.port, ("rpmsg-sink",), protocol=protocol)
+    board.wait_endpoints()
+    wait_log(board, "MQTT writes accepted on")
+    tx, err = f"{BASE}/ept/rpmsg-sink/tx", f"{BASE}/ept/rpmsg-sink/error"
+    with Subscriber(broker.port, [err, f"{BASE}/stats"]) as sub:
+        sub.c.publish(tx, b"retained write", qos=1, retain=True).wait_for_publish(10)
+        # live, a retained write is seen as one under MQTT 5 (retain as published); 3.1.1 clears the flag
+        live = 0 if protocol == "5" else 1
+        if protocol == "5":
+            (e,) = sub.wait_count(err, 1, 10)
+            assert json.loads(e.payload)["error"] == "retained"
+        sub.publish(tx, b"marker")  # in order after it: once the marker is in, the retained one was handled
+        wait_until(lambda: sink_stat(board)[0] == live + 1, 10, "the marker at the sink")
+        # a new rprocd subscribes again: the broker replays the retained write (3.1.1) or, asked not to, does not (5)
+        board.procs.stop(d)
+        d = start_daemon(board, broker.port, ("rpmsg-sink",), protocol=protocol)
+        board.wait_endpoints()
+        wait_log(board, "MQTT writes accepted on", count=2)
+        sub.publish(tx, b"marker")
+        wait_until(lambda: sink_stat(board)[0] >= 1, 10, "the second marker at the sink")
+        if protocol == "3.1.1":
+            (e,) = sub.wait_count(err, 1, 10)  # the replay, refused
+            assert json.loads(e.payload)["error"] == "retained"
+        # clearing it: an empty retained publication, which must not become a 0-byte write
+        sub.c.publish(tx, b"", qos=1, retain=True).wait_for_publish(10)
+        sub.publish(tx, b"last")
+        wait_until(lambda: sink_stat(board)[0] == 2, 10, "the last marker at the sink")
+        assert sink_stat(board) == (2, len(b"marker") + len(b"last"))  # no 0-byte write, no replayed write
+        st = latest_stats(sub, lambda st: st["mqtt"]["tx_received"] >= 3, 10, "stats of the second daemon")
+        cleared = st["mqtt"]["tx_retain_cleared"] + st["mqtt"]["tx_empty_ignored"]
+        assert cleared == 1
+        assert st["mqtt"]["tx_refused"] == ({"retained": 1} if protocol == "3.1.1" else {})
+    assert "refused (retained" in daemon_log(board)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_10000_qos1_writes_to_a_slow_remote_all_arrive_in_order(
+    broker: Broker, board: Board, tmp_path: Path, protocol: str
+) -> None:
+    """Acknowledged only once in the ring: the broker holds the rest back, nothing is refused ``busy``."""
+    n = 10_000
+    broker.stop()  # the broker queues what rprocd is not ready for: let it hold them all (default 1000)
+    broker.conf.write_text(broker.conf.read_text() + "max_queued_messages 0\n")
+    broker.start()
+    rec = tmp_path / "record"
+    board.procs.sim(board.dir, "--delay-us", "500", "--record", str(rec))
+    start_daemon(board, broker.port, ("rpmsg-sink",), protocol=protocol)
+    board.wait_endpoints()
+    wait_log(board, "MQTT writes accepted on")
+    tx = f"{BASE}/ept/rpmsg-sink/tx"
+    with Subscriber(broker.port, [f"{BASE}/ept/+/error", f"{BASE}/stats"]) as sub:
+        infos = [sub.c.publish(tx, struct.pack("<I", i) * 4, qos=1) for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(60)  # the broker acknowledged every one
+        wait_until(lambda: sink_stat(board)[0] == n, 120, f"{n} writes at the sink")
+        assert sink_stat(board) == (n, 16 * n)
+        st = latest_stats(sub, lambda st: st["mqtt"]["tx_sent"] == n, 10, f"stats with {n} writes sent")
+        assert st["mqtt"]["tx_refused"] == {} and st["mqtt"]["tx_acked"] == n
+        assert st["mqtt"]["tx_waits"] > 0  # the remote was slow: writes did wait for buffers
+        assert [m.topic for m in sub.msgs if m.topic.endswith("/error")] == []
+    wait_until(lambda: len(read_record(rec)[-1].sessions[-1].rx) >= n, 10, "the record of every write")
+    got = [struct.unpack_from("<I", m.data)[0] for m in read_record(rec)[-1].sessions[-1].rx if m.data != b"STAT"]
+    assert got == list(range(n))
 
 
 def test_through_rprocd_with_a_config_file(broker: Broker, board: Board, tmp_path: Path) -> None:
@@ -387,6 +464,9 @@ class FakeHost:
             w()
 
     def request_flush(self) -> None:
+        self.flushes += 1
+
+    def flush(self) -> None:
         self.flushes += 1
 
     def snapshot(self) -> dict[str, Any]:

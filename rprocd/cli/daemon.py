@@ -120,6 +120,7 @@ def build(rt: Runtime, board: str | None) -> tuple[list[RemoteSpec], list[Extens
             reset_wait=rc.reset_wait_ms / 1000,
             socket_gid=gid,
             open_lifecycle=functools.partial(open_lifecycle, rc),
+            max_channels=rc.max_channels,
         )
         for name, rc in cfg.remotes.items()
     ]

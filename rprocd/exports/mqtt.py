@@ -30,6 +30,21 @@ Why it is built this way:
   flight when the connection breaks go back to the head of their queue, so
   nothing is lost silently and order is kept (QoS 1 may then repeat one, as
   QoS 1 allows).
+* Writes from MQTT meet backpressure, not refusals: a QoS 1/2 write is
+  acknowledged (PUBACK, PUBCOMP) only once its message is in the ring
+  (paho's manual acknowledgement, in arrival order as MQTT wants), so a slow
+  remote leaves them with the broker: it sends no more than its in-flight
+  window (mosquitto's ``max_inflight_messages``; under MQTT 5 our Receive
+  Maximum, :data:`RECEIVE_MAX`) and queues the rest (mosquitto's
+  ``max_queued_messages``, whose drops are the broker's to count).  Only
+  QoS 0 writes, which nobody acknowledges, can find the queue full (``busy``).
+* A retained write would be sent again on every (re)subscription: retained
+  tx publications are refused (``retained``, on ``…/error``) and an empty
+  retained one (how a retained message is cleared) is ignored.  Under MQTT 5
+  the subscription asks for no retained messages and for the retain flag as
+  published; under 3.1.1 the flag only shows on replayed retained messages,
+  and an empty live write cannot be told from a clear, so empty writes are
+  ignored there (counted in ``tx_empty_ignored``).
 * aiomqtt is imported only when the bridge starts, so a system without it
   runs the daemon with a log line instead of failing.
 """
@@ -65,7 +80,8 @@ log = logging.getLogger("rprocd.mqtt")
 BATCH = 64  # publications in flight at once on one connection
 CONTROL_QUEUE = 1000  # state changes and error replies waiting for the broker
 TRACE_QUEUE = 1000  # trace lines waiting for the broker
-TX_QUEUE = 256  # MQTT writes waiting for a transmit buffer
+TX_QUEUE = 256  # QoS 0 MQTT writes waiting for a transmit buffer (QoS 1/2 ones are held back by the broker)
+RECEIVE_MAX = 64  # MQTT 5 Receive Maximum: unacknowledged QoS 1/2 writes the broker may send us
 STABLE = 10.0  # seconds a connection must last before the reconnect backoff starts over
 QOS_DEFAULTS = {"state": 1, "rx": 0, "tx": 1, "stats": 0, "trace": 0}
 RX_ENCODINGS = ("raw", "hex", "base64", "json")
@@ -193,6 +209,9 @@ class LinkCounters:
     tx_sent: int = 0
     tx_bytes: int = 0
     tx_waits: int = 0  # a write found no free transmit buffer and waited
+    tx_acked: int = 0  # QoS 1/2 writes acknowledged to the broker (once in the ring, or refused)
+    tx_retain_cleared: int = 0  # empty retained publications on .../tx: ignored, never a 0-byte write
+    tx_empty_ignored: int = 0  # MQTT 3.1.1: empty writes, indistinguishable from a retained clear
     tx_refused: dict[str, int] = field(default_factory=dict)  # by reason
     errors_published: int = 0
     control_dropped: int = 0
@@ -204,6 +223,15 @@ class LinkCounters:
 
 class _Lost(Exception):
     """A session worker ended without an error of its own."""
+
+
+class _Ack:
+    """One QoS 1/2 write to acknowledge on the connection it came on, once handled."""
+
+    __slots__ = ("paho", "mid", "qos", "done")
+
+    def __init__(self, paho: Any, mid: int, qos: int):
+        self.paho, self.mid, self.qos, self.done = paho, mid, qos, False
 
 
 class _Link:
@@ -224,7 +252,10 @@ class _Link:
         self.rxq: deque[tuple[str, Channel, bytes, float]] = deque()
         self.ctlq: deque[tuple[str, str, bytes, int, bool]] = deque()  # (kind, topic, payload, qos, retain)
         self.traceq: deque[str] = deque()
-        self.txq: deque[tuple[Channel, str, bytes]] = deque()
+        self.txq: deque[tuple[Channel, str, bytes, _Ack | None]] = deque()
+        self.acks: deque[_Ack] = deque()  # in arrival order: MQTT wants acknowledgements in that order
+        self.paho: Any = None  # the connection's paho client, for acknowledgements
+        self.mqtt5 = False
         self.rx_topics: dict[Channel, str] = {}
         self.by_level: dict[str, Channel] = {}
         self.wake = asyncio.Event()
@@ -265,15 +296,17 @@ class _Link:
         if self.by_level.get(level) is ch:
             del self.by_level[level]
         self.rx_topics.pop(ch, None)
-        if any(c is ch for c, _, _ in self.txq):
-            keep: deque[tuple[Channel, str, bytes]] = deque()
+        if any(c is ch for c, _, _, _ in self.txq):
+            keep: deque[tuple[Channel, str, bytes, _Ack | None]] = deque()
             for item in self.txq:
                 if item[0] is ch:
                     self._refuse(item[1], "no-such-endpoint", "the endpoint went away before the write was sent",
                                  len(item[2]))  # fmt: skip
+                    self._handled(item[3])
                 else:
                     keep.append(item)
             self.txq = keep
+            self._send_acks()
             if self.tx_blocked:
                 self.loop.call_soon(self._pump_tx)
 
@@ -366,6 +399,10 @@ class _Link:
             finally:
                 self.connected = False
                 self.tx_subscribed = False
+                # writes still queued go to the remote all the same; their acknowledgements died with the
+                # connection (the broker's clean session forgets them), so they must not reach the next one
+                self.acks.clear()
+                self.paho = None
             if b.stopping.is_set():
                 break
             if session:
@@ -420,11 +457,31 @@ class _Link:
             await asyncio.sleep(0.02)
 
     async def _receive(self, client: Any) -> None:
+        paho = getattr(client, "_client", None)  # aiomqtt 2.x has no manual acknowledgement of its own
+        self.paho = paho
         async for msg in client.messages:
             payload = msg.payload
             if not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
-            self._on_write(msg.topic.value, bytes(payload))
+            ack = None
+            if msg.qos > 0 and paho is not None:
+                ack = _Ack(paho, msg.mid, msg.qos)
+                self.acks.append(ack)
+            self._on_write(msg.topic.value, bytes(payload), bool(msg.retain), ack)
+            self._send_acks()
+
+    def _handled(self, ack: _Ack | None) -> None:
+        if ack is not None:
+            ack.done = True
+
+    def _send_acks(self) -> None:
+        """Acknowledge the handled writes at the head of the line (in order; a waiting one holds the rest)."""
+        acks = self.acks
+        while acks and acks[0].done:
+            a = acks.popleft()
+            if a.paho is self.paho:
+                a.paho.ack(a.mid, a.qos)
+                self.c.tx_acked += 1
 
     async def _publish(self, client: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -458,7 +515,17 @@ class _Link:
         while True:
             self.sub_changed.clear()
             if self.want_tx and not self.tx_subscribed:
-                await client.subscribe(self.ept_prefix + "+/tx", qos=self.b.qos["tx"])
+                topic = self.ept_prefix + "+/tx"
+                if self.mqtt5:
+                    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+                    # no retained writes replayed on (re)subscription; the retain flag as published on live ones
+                    opts = SubscribeOptions(
+                        qos=self.b.qos["tx"], retainAsPublished=True, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND
+                    )
+                    await client.subscribe(topic, options=opts)
+                else:
+                    await client.subscribe(topic, qos=self.b.qos["tx"])
                 self.tx_subscribed = True
                 log.info(
                     "%s: MQTT writes accepted on %s+/tx (writable endpoints only)", self.host.name, self.ept_prefix
@@ -477,15 +544,33 @@ class _Link:
 
     # -- writes from MQTT ---------------------------------------------------------------------
 
-    def _on_write(self, topic: str, payload: bytes) -> None:
+    def _on_write(self, topic: str, payload: bytes, retain: bool = False, ack: _Ack | None = None) -> None:
+        """One publication on ``…/tx``: queued for the remote (``ack`` done once it is in the ring) or refused."""
         if not (topic.startswith(self.ept_prefix) and topic.endswith("/tx")):
+            self._handled(ack)
             return
         level = topic[len(self.ept_prefix) : -len("/tx")]
         if not level or "/" in level:
+            self._handled(ack)
             return
-        self.c.tx_received += 1
+        c = self.c
+        c.tx_received += 1
         ch = self.by_level.get(level)
         host = self.host
+        if not payload and (retain or not self.mqtt5):
+            # clearing a retained write (or, under 3.1.1, what cannot be told from one): nothing to send
+            if retain:
+                c.tx_retain_cleared += 1
+            else:
+                c.tx_empty_ignored += 1
+            self._handled(ack)
+            return
+        if retain:
+            self._refuse(level, "retained", "retained writes are refused: the broker would replay them on every "
+                         "subscription (publish with retain false; clear it with an empty retained message)",
+                         len(payload))  # fmt: skip
+            self._handled(ack)
+            return
         if ch is None:
             self._refuse(level, "no-such-endpoint", f"{host.name} has no endpoint {level}", len(payload))
         elif not self.b.is_writable(host.name, ch.name):
@@ -493,12 +578,15 @@ class _Link:
         elif len(payload) > host.max_payload:
             self._refuse(level, "too-large", f"{len(payload)} bytes, an rpmsg message holds {host.max_payload}",
                          len(payload))  # fmt: skip
-        elif len(self.txq) >= TX_QUEUE:
+        elif ack is None and len(self.txq) >= TX_QUEUE:
+            # QoS 0: nobody acknowledges it, so nothing holds the broker back; the broker's window bounds the rest
             self._refuse(level, "busy", f"{TX_QUEUE} writes are already waiting for the remote", len(payload))
         else:
-            self.txq.append((ch, level, payload))
+            self.txq.append((ch, level, payload, ack))
             if not self.tx_blocked:
                 self._pump_tx()
+            return
+        self._handled(ack)
 
     def _refuse(self, level: str, reason: str, detail: str, size: int) -> None:
         c = self.c
@@ -515,12 +603,15 @@ class _Link:
         host = self.host
         sent = False
         q = self.txq
+        acked = False
         while q:
-            ch, level, payload = q[0]
+            ch, level, payload, ack = q[0]
             if self.by_level.get(level) is not ch:
                 q.popleft()
                 self._refuse(level, "no-such-endpoint", "the endpoint went away before the write was sent",
                              len(payload))  # fmt: skip
+                self._handled(ack)
+                acked = True
                 continue
             if not host.send(ch, payload):
                 if host.session is None:
@@ -533,8 +624,14 @@ class _Link:
             self.c.tx_sent += 1
             self.c.tx_bytes += len(payload)
             sent = True
-        if sent:
+            if ack is not None:
+                ack.done = acked = True
+        if sent and acked:
+            host.flush()  # published in the ring before the broker hears of it
+        elif sent:
             host.request_flush()
+        if acked:
+            self._send_acks()
 
     def _tx_ready(self) -> None:
         # called from inside the daemon's ring service: do the sending a moment later
@@ -823,6 +920,16 @@ class MqttBridge:
             kw["tls_context"] = self._tls
             if s.tls is not None and s.tls.insecure:
                 kw["tls_insecure"] = True
+        link.mqtt5 = s.protocol == "5"
+        if link.mqtt5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.ReceiveMaximum = RECEIVE_MAX  # the broker sends no more unacknowledged writes than this
+            kw["properties"] = props
         client = mod.Client(s.host, s.port, **kw)
         client.pending_calls_threshold = 2 * BATCH + 16  # pipelining is deliberate: no warning for it
+        # aiomqtt 2.x passes no manual_ack to paho: set it on paho's client, whose ack(mid, qos) we call
+        client._client.manual_ack_set(True)
         return client

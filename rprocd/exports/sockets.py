@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..files import accept_all, chgrp, clear_stale_sockets
-from ..names import safe_name
-from ..rpmsg import Channel
+from ..files import CLIENT_RESERVE, FD_RESERVE, AcceptPause, accept_all, chgrp, clear_stale_sockets, fd_room
+from ..names import MAX_SAFE, fits, safe_name
+from ..rpmsg import Channel, lifecycle_logged, sparse
 
 log = logging.getLogger("rprocd.sockets")
 
@@ -78,6 +78,7 @@ class EndpointStats:
     rx_lost_on_close: int = 0  # queued for a client that went away
     tx_records: int = 0
     tx_oversized: int = 0
+    accept_pauses: int = 0  # accept() ran out of descriptors: the listener rested a while
 
 
 class _Client:
@@ -102,6 +103,7 @@ class EndpointExport:
     policy: EndpointPolicy
     clients: list[_Client] = field(default_factory=list)
     stats: EndpointStats = field(default_factory=EndpointStats)
+    acceptor: AcceptPause | None = None
 
     @property
     def blocked(self) -> bool:
@@ -133,6 +135,8 @@ class SocketExport:
         self._rview = memoryview(self._rbuf)
         self._poll = select.poll()
         self.directory_ready = False
+        self.export_failures = 0  # channels left without a socket (no descriptor, no room, bad path)
+        self._lifecycle = [0, 0]  # sockets made and removed, for pacing their log lines
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -140,37 +144,70 @@ class SocketExport:
         """Create the directory and remove stale sockets a previous run left behind."""
         clear_stale_sockets(self.dir)
         self.directory_ready = True
+        if not fits(str(self.dir), "x" * MAX_SAFE):
+            log.error("runtime directory %s is too long: endpoint names over %d bytes get no socket "
+                      "(sun_path holds 107)", self.dir, 107 - len(str(self.dir)) - 1)  # fmt: skip
+
+    def _failed(self, ch: Channel, why: str) -> None:
+        n = self.export_failures = self.export_failures + 1
+        if sparse(n):
+            log.error("endpoint %r gets no socket: %s (%d such so far)", ch.name, why, n)
 
     def add(self, ch: Channel) -> EndpointExport | None:
+        """Make the channel's socket; None (logged at a limited rate, counted) when it cannot be made.
+
+        Bound under a temporary name, given its mode and group, then renamed into
+        place: the path never exists with the umask's mode.  A socket that would
+        leave fewer than :data:`~rprocd.files.FD_RESERVE` descriptors is not made.
+        """
         if not self.directory_ready:
             self.prepare()
         name = safe_name(ch.raw_name or ch.name)
         path = self.dir / name
         if path.parent != self.dir:  # cannot happen with safe_name; belt and braces
-            log.error("refusing endpoint %r: path %s escapes %s", ch.name, path, self.dir)
+            self._failed(ch, f"path {path} escapes {self.dir}")
             return None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        if any(ex.path == path for ex in self.exports.values()):  # a 64-bit hash collision of two long names
+            self._failed(ch, f"{path} is taken by another endpoint")
+            return None
+        tmp = self.dir / f".new.{ch.local:x}"
         try:
-            path.unlink(missing_ok=True)
-            sock.bind(str(path))
-            os.chmod(path, self.mode)
-            chgrp(path, self.gid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        except OSError as e:
+            self._failed(ch, f"socket(): {e}")
+            return None
+        try:
+            if not fd_room(sock.fileno(), FD_RESERVE):
+                raise OSError(f"fewer than {FD_RESERVE} descriptors would be left (RLIMIT_NOFILE)")
+            tmp.unlink(missing_ok=True)
+            sock.bind(str(tmp))
+            os.chmod(tmp, self.mode)
+            chgrp(tmp, self.gid)
             sock.listen(64)
+            os.replace(tmp, path)  # appears only with its final mode
         except OSError as e:
             sock.close()
-            log.error("cannot create socket %s for endpoint %r: %s", path, ch.name, e)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._failed(ch, f"{path}: {e}")
             return None
         ex = EndpointExport(ch, path, sock, self.policy_for(ch.name))
+        ex.acceptor = AcceptPause(self.loop, sock.fileno(), self._accept, ex)
         self.exports[ch.local] = ex
-        self.loop.add_reader(sock.fileno(), self._accept, ex)
-        log.info("endpoint %s at %s", name, path)
+        ex.acceptor.start()
+        n = self._lifecycle[0] = self._lifecycle[0] + 1
+        if lifecycle_logged(n):
+            log.info("endpoint %s at %s (%d sockets made so far)", name, path, n)
         return ex
 
     def remove(self, ch: Channel) -> None:
         ex = self.exports.pop(ch.local, None)
         if ex is None:
             return
-        self.loop.remove_reader(ex.listener.fileno())
+        if ex.acceptor is not None:
+            ex.acceptor.cancel()
         ex.listener.close()
         try:
             ex.path.unlink()
@@ -178,7 +215,9 @@ class SocketExport:
             pass
         for c in list(ex.clients):
             self._drop_client(ex, c, "endpoint removed")
-        log.info("endpoint %s removed", ex.path.name)
+        n = self._lifecycle[1] = self._lifecycle[1] + 1
+        if lifecycle_logged(n):
+            log.info("endpoint %s removed (%d removed so far)", ex.path.name, n)
 
     def close(self) -> None:
         for ex in list(self.exports.values()):
@@ -186,8 +225,14 @@ class SocketExport:
 
     # -- clients -----------------------------------------------------------------
 
+    def _pause_accepting(self, ex: EndpointExport) -> None:
+        ex.stats.accept_pauses += 1
+        if ex.acceptor is not None:
+            ex.acceptor()
+
     def _accept(self, ex: EndpointExport) -> None:
-        for sock in accept_all(ex.listener, ex.path):
+        pause = lambda: self._pause_accepting(ex)  # noqa: E731
+        for sock in accept_all(ex.listener, ex.path, pause, reserve=CLIENT_RESERVE):
             c = _Client(sock)
             ex.clients.append(c)
             ex.stats.clients = len(ex.clients)

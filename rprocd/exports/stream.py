@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..daemon import RemoteHost
-from ..files import accept_all, clear_stale_sockets
+from ..files import CLIENT_RESERVE, AcceptPause, accept_all, clear_stale_sockets
 from ..names import safe_name
 from ..rpmsg import Channel
 from .base import HostExport
@@ -78,6 +78,7 @@ class _Endpoint:
     listener: socket.socket
     clients: list[_Client] = field(default_factory=list)
     stats: StreamStats = field(default_factory=StreamStats)
+    acceptor: AcceptPause | None = None
 
 
 class StreamExport(HostExport):
@@ -160,24 +161,30 @@ class StreamExport(HostExport):
         path = self.dir / name
         if path.parent != self.dir:
             raise OSError(f"endpoint name {ch.name!r} escapes {self.dir}")
+        tmp = self.dir / f".new.{ch.local:x}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
-            path.unlink(missing_ok=True)
-            sock.bind(str(path))
-            os.chmod(path, self.mode)
+            tmp.unlink(missing_ok=True)
+            sock.bind(str(tmp))
+            os.chmod(tmp, self.mode)
             sock.listen(16)
+            os.replace(tmp, path)  # appears only with its final mode
         except OSError:
             sock.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise
         ep = _Endpoint(ch, path, sock)
+        ep.acceptor = AcceptPause(self.loop, sock.fileno(), self._accept, ep)
         self.endpoints[ch.local] = ep
-        self.loop.add_reader(sock.fileno(), self._accept, ep)
+        ep.acceptor.start()
         log.info("endpoint %s: stream socket at %s", ch.name, path)
 
     def _remove(self, ep: _Endpoint) -> None:
         if self.endpoints.pop(ep.ch.local, None) is None:
             return
-        self.loop.remove_reader(ep.listener.fileno())
+        if ep.acceptor is not None:
+            ep.acceptor.cancel()
         ep.listener.close()
         with contextlib.suppress(FileNotFoundError):
             ep.path.unlink()
@@ -185,7 +192,7 @@ class StreamExport(HostExport):
             self._drop(ep, c, "endpoint removed")
 
     def _accept(self, ep: _Endpoint) -> None:
-        for sock in accept_all(ep.listener, ep.path):
+        for sock in accept_all(ep.listener, ep.path, ep.acceptor, reserve=CLIENT_RESERVE):
             c = _Client(sock)
             ep.clients.append(c)
             ep.stats.clients = len(ep.clients)

@@ -1,7 +1,10 @@
 """The Telechips mailbox (tcc803x/805x/807x "mailbox-controller-v2"), host side.
 
-Register facts and sequences follow Telechips' public Linux driver
-(``drivers/mailbox/tcc_mailbox.c`` / ``tcc_sc_mailbox.c``):
+Register facts and sequences follow Telechips' public Linux drivers:
+``drivers/mailbox/mailbox-tcc.c`` ("telechips,mailbox-controller-v2", the
+tcc807x BSP kernel ``topst-development/kernel-5.10``) and
+``drivers/mailbox/mailbox-tcc-sc.c`` ("telechips,tcc805x-mailbox-sc", the same
+register block driven towards the storage core; BSP kernel 5.4), which agree:
 
 * command TX FIFO at 0x00 (8 words, written slot by slot), command RX FIFO at
   0x20 (the peer's TX FIFO, read slot by slot; reading takes the word);
@@ -13,8 +16,15 @@ Register facts and sequences follow Telechips' public Linux driver
   empty 31; DAT TXD 0x60, RXD 0x70;
 * OPPOSITE_STS 0x7C: own "terminal ready" bit 0 (we write it), the peer's at
   bit 16;
-* CTRL bits: ILEVEL 0-1 (0 = "not empty"), IEN_READ 4, OEN 5, CF_FLUSH 6,
+* CTRL bits: ILEVEL 0-1 (``MBOX_CTRL_ILEVEL`` 0U, values ``MBOX_ILEVEL_NEMP``
+  0 .. ``MBOX_ILEVEL_FULL`` 3: a two-bit field), IEN_READ 4, OEN 5, CF_FLUSH 6,
   DF_FLUSH 7, IEN_WRITE 20, ICLR_WRITE 21.
+
+Start differs from ``tcc_mbox_startup`` in one point: Linux ORs
+``MBOX_ILEVEL_NEMP << MBOX_CTRL_ILEVEL`` (that is, 0) into CTRL_SET, which
+leaves ILEVEL as the previous owner (boot loader, an earlier kernel driver)
+set it.  With ILEVEL "more than 2" a 1-word ring would never raise the
+interrupt, so rprocd clears the field first (CTRL_CLR), then sets IEN_READ.
 
 Send: command words, then ICLR_WRITE, IEN_WRITE, then OEN (output enable
 makes the words visible to the peer).  The Linux driver's TX-done interrupt
@@ -57,6 +67,7 @@ DAT_EMPTY = 1 << 31
 # CTRL
 ILEVEL_SHIFT = 0
 ILEVEL_NEMP, ILEVEL_GT2, ILEVEL_GT4, ILEVEL_FULL = 0, 1, 2, 3
+ILEVEL_MASK = 0x3 << ILEVEL_SHIFT
 IEN_READ = 1 << 4
 OEN = 1 << 5
 CF_FLUSH = 1 << 6
@@ -90,9 +101,13 @@ class TelechipsMailbox:
         self.regs.write(CTRL_CLR, ~mask & _U32)
 
     def start(self) -> None:
-        """As ``tcc_mbox_startup``: output off, flush both FIFOs, RX interrupt on "not empty", say we are here."""
+        """As ``tcc_mbox_startup``: output off, flush both FIFOs, RX interrupt on "not empty", say we are here.
+
+        ILEVEL is cleared explicitly (Linux only ORs in 0, see the module docstring).
+        """
         self._clr(OEN)
         self._set(CF_FLUSH | DF_FLUSH)
+        self._clr(ILEVEL_MASK)
         self._set(IEN_READ | (ILEVEL_NEMP << ILEVEL_SHIFT))
         self.regs.write(OPPOSITE_STS, OWN_READY)
 

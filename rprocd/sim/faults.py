@@ -11,6 +11,10 @@ Kinds (``KINDS``):
     announce extra echo endpoints (:data:`HOSTILE_NAMES`) whose names hold
     ``/``, ``..``, control characters, bytes that are not UTF-8, MQTT
     wildcards, 32 bytes without a NUL, nothing at all, or a name already taken;
+``name-flood``
+    announce :data:`FLOOD_COUNT` more echo endpoints, ``flood-0000`` to
+    ``flood-4999``, one after the other as fast as vring0 buffers come back
+    (what a firmware creating endpoints in a loop does);
 ``rewrite-table``
     write the boot-time table again under a live session, keeping the status
     byte, and wait for the host to reset us;
@@ -22,7 +26,7 @@ Kinds (``KINDS``):
 
 Nothing happens before the remote has received and sent ``--fault-after``
 messages in all (name service not counted).  From then on ``hostile-names``
-is announced in every session, and the other kinds fire at random moments:
+and ``name-flood`` are announced in every session, and the other kinds fire at random moments:
 each session, and each fault that left the session alive, draws a delay in
 :data:`GAP` seconds, after which one of the listed kinds (drawn too) is
 injected.  ``--fault-seed`` makes the draws repeatable.
@@ -41,7 +45,11 @@ from .core import ATTACHED, RemoteCore
 
 log = logging.getLogger("rprocd.sim")
 
-KINDS = ("corrupt-desc", "jump-index", "hostile-names", "rewrite-table", "stop-answering", "restart-random")
+KINDS = (
+    "corrupt-desc", "jump-index", "hostile-names", "name-flood", "rewrite-table", "stop-answering", "restart-random",
+)  # fmt: skip
+NAMES_KINDS = ("hostile-names", "name-flood")  # announced once the fault mode is on, not drawn at random
+FLOOD_COUNT = 5000
 GAP = (0.1, 0.6)  # seconds from a session's start (or a survived fault) to the next fault
 
 HOSTILE_NAMES: tuple[bytes, ...] = (
@@ -91,7 +99,7 @@ class FaultInjector:
         self.plan = plan
         self.core = core
         self.rng = random.Random(plan.seed)
-        self.timed = tuple(k for k in plan.kinds if k != "hostile-names")
+        self.timed = tuple(k for k in plan.kinds if k not in NAMES_KINDS)
         self.active = False
         self.stopped = False  # stop-answering fired: the caller stops servicing
         self.injected: dict[str, int] = {}
@@ -115,6 +123,9 @@ class FaultInjector:
             if "hostile-names" in self.plan.kinds:
                 added = core.add_endpoints(list(HOSTILE_NAMES))
                 self._note("hostile-names", f"{len(added)} endpoints from address {added[0].addr}")
+            if "name-flood" in self.plan.kinds:
+                added = core.add_endpoints([b"flood-%04d" % i for i in range(FLOOD_COUNT)])
+                self._note("name-flood", f"{len(added)} endpoints from address {added[0].addr}")
         if not self.timed or self.stopped:
             return None
         if core.stats.sessions != self._sessions:
