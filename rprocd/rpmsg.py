@@ -29,7 +29,7 @@ from typing import Protocol
 
 from .hoststate import F_ANNOUNCED, F_HOST_CREATED, HostState, SavedChannel
 from .layout import Region
-from .memory import MemoryAccessError, MemoryMap, block_copy
+from .memory import MemoryAccessError, MemoryMap
 from .names import check_name, safe_name
 from .vring import VRING_DESC_F_WRITE, Vring, VringError
 
@@ -142,8 +142,7 @@ class RpmsgBus:
         self.mem, self.rx, self.tx, self.events, self.ns = mem, rx, tx, events, ns
         self.max_channels = max_channels
         self.pool_pa = buffers.pa
-        self._bufs = mem.view(buffers.pa, need)
-        self._device = mem.device
+        self._bufs = mem.span(buffers.pa, need)  # aligned accesses and device copies only (rprocd.memory)
         self.tx_base = self.num * buf_size  # offset of the transmit half
         self._free: list[int] = list(range(self.num - 1, -1, -1))  # tx buffer (= descriptor) ids
         self.channels: dict[int, Channel] = {}  # by local address
@@ -253,17 +252,12 @@ class RpmsgBus:
         if length < HDR_SIZE or length > bs:
             self._bad("rx_bad", f"descriptor {desc}: used length {length} outside [{HDR_SIZE}, {bs}]")
         else:
-            src, dst, _res, mlen, _flags = HDR.unpack_from(bufs, off)
+            read = bufs.read  # device copies (memcpy_fromio) straight into the bytes handed on
+            src, dst, _res, mlen, _flags = HDR.unpack(read(off, HDR_SIZE))
             if mlen > length - HDR_SIZE:
                 self._bad("rx_bad", f"message of {mlen} bytes in a {length}-byte buffer")
             else:
-                start = off + HDR_SIZE
-                if self._device:
-                    payload = bytearray(mlen)
-                    block_copy(memoryview(payload), bufs[start : start + mlen], self.pool_pa + start)
-                    data = bytes(payload)
-                else:
-                    data = bufs[start : start + mlen].tobytes()
+                data = read(off + HDR_SIZE, mlen)
                 ch = self.channels.get(dst)
                 if ch is not None:
                     if not self.events.can_deliver(ch):
@@ -475,13 +469,8 @@ class RpmsgBus:
             return False
         desc = free.pop()
         off = self.tx_base + desc * self.buf_size
-        bufs = self._bufs
-        HDR.pack_into(bufs, off, src, dst, 0, n, 0)
-        start = off + HDR_SIZE
-        if self._device:
-            block_copy(bufs[start : start + n], memoryview(payload).cast("B"), self.pool_pa + start)
-        else:
-            bufs[start : start + n] = payload
+        # header and payload in one device copy (memcpy_toio): never pack_into or a slice of the window
+        self._bufs.write(off, HDR.pack(src, dst, 0, n, 0) + payload)
         self.tx.add(desc, self.pool_pa + off, HDR_SIZE + n, 0)
         st = self.stats
         st.tx_msgs += 1

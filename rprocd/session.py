@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from . import native
 from . import rsc_table as rt
 from .layout import Layout, Region
 from .memory import MemoryMap
@@ -102,7 +103,7 @@ class Session:
         self.status_pa = layout.table_pa + view.vdev.status_offset
         vr = view.vdev.vrings
         self.rings = tuple(
-            Vring(mem.view(pa, vring_offsets(pa, v.num, v.align)[2]), pa, v.num, v.align)
+            Vring(mem.span(pa, vring_offsets(pa, v.num, v.align)[2]), pa, v.num, v.align)
             for pa, v in zip(view.vring_pa, vr, strict=True)
         )
         self.notifyids = view.notifyids
@@ -136,6 +137,7 @@ class Session:
             ring.reset()
         self.bus.start()
         self.bus.flush()  # publish the receive buffers before DRIVER_OK
+        native.wmb()  # the rings and buffers are written before the remote can see DRIVER_OK
         self._set_status(rt.VIRTIO_CONFIG_S_ACKNOWLEDGE | rt.VIRTIO_CONFIG_S_DRIVER | rt.VIRTIO_CONFIG_S_DRIVER_OK)
         self._remember_table()
         return [self.notifyids[0]]

@@ -8,9 +8,15 @@ Layout exactly as Linux's legacy ``vring_init()`` (``include/uapi/linux/virtio_r
     used                 u16 flags, u16 idx, {u32 id, u32 len} ring[num], u16 avail_event
 
 The host owns the descriptor table and the avail ring; the remote owns the
-used ring.  Every shared index is one aligned 16-bit store or load through a
-native-width ``memoryview`` cast; entries are written before the index that
-publishes them and read after the index that covers them (DESIGN.md).  What
+used ring.  Every access is one aligned load or store of its own width through
+a :class:`~rprocd.memory.Span` (shared memory is Device memory: no bulk copy,
+see :mod:`rprocd.memory`).  Entries are written before the index that
+publishes them and read after the index that covers them, with the barriers
+Linux's ``virtqueue_add_split``/``virtqueue_get_buf_ctx_split`` put there for
+rings with ``weak_barriers = false`` (``virtio_wmb`` = ``dma_wmb`` before the
+``avail.idx`` store, ``virtio_rmb`` = ``dma_rmb`` after reading ``used.idx``,
+``virtio_mb`` = ``mb`` between publishing and reading ``used.flags`` in
+``virtqueue_kick_prepare_split``).  What
 the remote writes (used ids, lengths, the used index) is checked before use:
 a violation raises :class:`VringError`, never an out-of-range access.
 """
@@ -20,6 +26,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from . import native
+from .memory import Span
+
 VRING_DESC_F_NEXT = 1
 VRING_DESC_F_WRITE = 2
 VRING_DESC_F_INDIRECT = 4
@@ -27,6 +36,12 @@ VRING_USED_F_NO_NOTIFY = 1
 VRING_AVAIL_F_NO_INTERRUPT = 1
 
 DESC = struct.Struct("<QIHH")
+
+# The barriers (rprocd.native); None where one compiles to nothing (dma_wmb/dma_rmb on x86-64), so the
+# hot path does not even make the call.
+_WMB = None if native.wmb is native.noop else native.wmb
+_RMB = None if native.rmb is native.noop else native.rmb
+_MB = None if native.mb is native.noop else native.mb
 
 
 class VringError(Exception):
@@ -48,26 +63,37 @@ def vring_offsets(pa: int, num: int, align: int) -> tuple[int, int, int]:
 
 
 class Vring:
-    """The host's half of one split ring.  ``buf`` covers exactly the ring."""
+    """The host's half of one split ring over ``mem``, a span of exactly the ring."""
 
     __slots__ = (
-        "pa", "num", "align", "size", "_buf", "_avail", "_used16", "_used32",
+        "pa", "num", "align", "size", "_mem", "_av", "_uo", "_d64", "_aget", "_aset", "_uget", "_uid", "_pub",
+        "_d64s", "_d32s", "_d16s",
         "avail_idx", "last_used", "_out", "inflight", "_mask",
     )  # fmt: skip
 
-    def __init__(self, buf: memoryview, pa: int, num: int, align: int):
+    def __init__(self, mem: Span, pa: int, num: int, align: int):
         avail, used, size = vring_offsets(pa, num, align)
-        if len(buf) < size:
-            raise ValueError(f"vring at {pa:#x} needs {size:#x} bytes, has {len(buf):#x}")
-        if pa % 4 or used % 4:
+        if mem.size < size:
+            raise ValueError(f"vring at {pa:#x} needs {size:#x} bytes, has {mem.size:#x}")
+        if pa % 4 or used % 4 or mem.pa != pa:
             raise ValueError(f"vring at {pa:#x} is not 4-byte aligned")
         self.pa, self.num, self.align, self.size = pa, num, align, size
         self._mask = num - 1
-        self._buf = buf[:size]
-        # [0] flags, [1] idx, [2 + i] ring[i], [2 + num] used_event
-        self._avail = buf[avail : avail + 2 * (3 + num)].cast("H")
-        self._used16 = buf[used : used + 4].cast("H")  # [0] flags, [1] idx
-        self._used32 = buf[used + 4 : used + 4 + 8 * num].cast("I")  # [2i] id, [2i+1] len
+        self._mem = mem.span(0, size)
+        # avail: +0 flags, +2 idx, +4 + 2i ring[i], +4 + 2 num used_event
+        # used: +0 flags, +2 idx, +4 + 8i {u32 id, u32 len}
+        self._av, self._uo = avail, used
+        self._d64 = pa % 8 == 0  # descriptors' u64 addr in one store (else two 32-bit halves, low first)
+        # the hot fields as aligned word arrays: avail [0] flags, [1] idx, [2 + i] ring[i], [2 + num] used_event;
+        # used {flags, idx} as 16-bit words, then {id, len} pairs as 32-bit words
+        self._aget, self._aset = self._mem.words(2, avail, 3 + num)
+        self._uid = self._mem.words(2, used, 2)[0]
+        self._uget = self._mem.words(4, used + 4, 2 * num)[0]
+        self._pub = 0  # avail.idx as we last stored it (we are its only writer)
+        # descriptor d: u64 addr = 64-bit word 2d (or 32-bit words 4d, 4d + 1), u32 len = 4d + 2, u16 flags = 8d + 6
+        self._d64s = self._mem.words(8, 0, 2 * num)[1] if self._d64 else None
+        self._d32s = self._mem.words(4, 0, 4 * num)[1]
+        self._d16s = self._mem.words(2, 0, 8 * num)[1]
         self.avail_idx = 0  # our shadow of avail.idx (we are its only writer)
         self.last_used = 0  # next used entry we will read
         self._out = bytearray(num)  # 1 while descriptor i is with the remote
@@ -77,8 +103,8 @@ class Vring:
 
     def reset(self) -> None:
         """Zero the ring and forget all buffers: only while the remote is not using it."""
-        self._buf[:] = bytes(self.size)
-        self.avail_idx = self.last_used = self.inflight = 0
+        self._mem.fill(0, self.size)  # memset_io: never a libc memset/memcpy on the ring
+        self.avail_idx = self.last_used = self.inflight = self._pub = 0
         self._out[:] = bytes(self.num)
 
     def adopt(self, desc_ok: Callable[[int, int, int, int], bool]) -> list[int]:
@@ -94,34 +120,36 @@ class Vring:
         len, flags)`` vouches for each descriptor's contents.  Raises
         :class:`VringError` if the ring is not one a host like us could have left.
         """
-        num, mask = self.num, self._mask
-        a = self._avail[1]
-        last = self._avail[2 + num]
-        u1 = self._used16[1]
+        num, mask, m, av, uo = self.num, self._mask, self._mem, self._av, self._uo
+        a = m.load16(av + 2)
+        last = m.load16(av + 4 + 2 * num)
+        u1 = m.load16(uo + 2)
+        native.rmb()
         if (a - last) & 0xFFFF > num or (u1 - last) & 0xFFFF > (a - last) & 0xFFFF:
             raise VringError(
                 f"vring {self.pa:#x}: indices avail {a}, used {u1}, host progress {last} are not consistent"
             )
         out = bytearray(num)
         for i in range(u1, u1 + ((a - u1) & 0xFFFF)):
-            d = self._avail[2 + (i & mask)]
+            d = m.load16(av + 4 + 2 * (i & mask))
             if d >= num:
                 raise VringError(f"vring {self.pa:#x}: avail entry {i & 0xFFFF} holds descriptor {d}")
             out[d] = 1
-        u2 = self._used16[1]  # the remote may have moved on meanwhile; the union covers it
+        u2 = m.load16(uo + 2)  # the remote may have moved on meanwhile; the union covers it
+        native.rmb()
         if (u2 - last) & 0xFFFF > (a - last) & 0xFFFF:
             raise VringError(f"vring {self.pa:#x}: used.idx {u2} ran past avail.idx {a}")
         for i in range(last, last + ((u2 - last) & 0xFFFF)):
-            d = self._used32[2 * (i & mask)]
+            d = m.load32(uo + 4 + 8 * (i & mask))
             if d >= num:
                 raise VringError(f"vring {self.pa:#x}: used entry {i & 0xFFFF} holds descriptor {d}")
             out[d] = 1
         for d in range(num):
             if out[d]:
-                addr, length, flags, _next = DESC.unpack_from(self._buf, d * 16)
+                addr, length, flags = self._desc(d)
                 if not desc_ok(d, addr, length, flags):
                     raise VringError(f"vring {self.pa:#x}: descriptor {d} ({addr:#x}+{length}) is not one of ours")
-        self.avail_idx = a
+        self.avail_idx = self._pub = a
         self.last_used = last
         self._out[:] = out
         self.inflight = sum(out)
@@ -132,7 +160,23 @@ class Vring:
 
         ``back`` leaves the last ``back`` entries taken counted as not done yet.
         """
-        self._avail[2 + self.num] = (self.last_used - back) & 0xFFFF
+        self._aset(2 + self.num, (self.last_used - back) & 0xFFFF)
+
+    def used_event(self) -> int:
+        """What :meth:`record_used` left in ``avail.used_event``."""
+        return self._mem.load16(self._av + 4 + 2 * self.num)
+
+    def poke_avail(self, index: int, value: int) -> None:
+        """Store ``value`` into avail word ``index`` (0 flags, 1 idx, 2 + i ring[i]): fault injection only."""
+        self._mem.store16(self._av + 2 * index, value)
+        if index == 1:
+            self._pub = value
+
+    def _desc(self, d: int) -> tuple[int, int, int]:
+        """Descriptor ``d`` as ``(addr, len, flags)``."""
+        m, o = self._mem, d * 16
+        addr = m.load64(o) if self._d64 else m.load32(o) | m.load32(o + 4) << 32
+        return addr, m.load32(o + 8), m.load16(o + 12)
 
     # -- driver -> device --------------------------------------------------------
 
@@ -140,22 +184,37 @@ class Vring:
         """Write descriptor ``desc`` and queue it in the avail ring (not yet published)."""
         if self._out[desc]:
             raise ValueError(f"descriptor {desc} is already with the remote")
-        DESC.pack_into(self._buf, desc * 16, addr, length, flags, 0)
-        self._avail[2 + (self.avail_idx & self._mask)] = desc
+        if self._d64s is not None:  # one device copy: aligned 64-bit stores (addr; len, flags, next)
+            self._mem.write(desc * 16, DESC.pack(addr, length, flags, 0))
+        else:
+            d32 = self._d32s
+            d32(4 * desc, addr & 0xFFFFFFFF)
+            d32(4 * desc + 1, addr >> 32)
+            d32(4 * desc + 2, length)
+            d16 = self._d16s
+            d16(8 * desc + 6, flags)
+            d16(8 * desc + 7, 0)
+        self._aset(2 + (self.avail_idx & self._mask), desc)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         self._out[desc] = 1
         self.inflight += 1
 
     def publish(self) -> None:
-        """Make every added descriptor visible: one 16-bit store of avail.idx, last."""
-        self._avail[1] = self.avail_idx
+        """Make every added descriptor visible: a write barrier, then one 16-bit store of avail.idx."""
+        if _WMB is not None:
+            _WMB()  # virtio_wmb(): descriptors and avail entries before the index that publishes them
+        self._aset(1, self.avail_idx)
+        self._pub = self.avail_idx
 
     def published(self) -> int:
-        return self._avail[1]
+        """avail.idx as last published (our shadow: nobody else writes it)."""
+        return self._pub
 
     def kick_needed(self) -> bool:
         """The remote wants to hear about new avail entries (``VRING_USED_F_NO_NOTIFY`` clear)."""
-        return not self._used16[0] & VRING_USED_F_NO_NOTIFY
+        if _MB is not None:
+            _MB()  # virtio_mb() in virtqueue_kick_prepare_split: the avail.idx store before this load
+        return not self._uid(0) & VRING_USED_F_NO_NOTIFY
 
     def want_interrupts(self, on: bool) -> None:
         """Set or clear ``VRING_AVAIL_F_NO_INTERRUPT``.
@@ -163,13 +222,15 @@ class Vring:
         After turning interrupts back on, call :meth:`used_pending` once more:
         an entry may have landed before the remote saw the flag.
         """
-        self._avail[0] = 0 if on else VRING_AVAIL_F_NO_INTERRUPT
+        self._aset(0, 0 if on else VRING_AVAIL_F_NO_INTERRUPT)
 
     # -- device -> driver --------------------------------------------------------
 
     def used_pending(self) -> int:
         """How many used entries are ready; checks the remote's index first."""
-        n = (self._used16[1] - self.last_used) & 0xFFFF
+        n = (self._uid(1) - self.last_used) & 0xFFFF
+        if n and _RMB is not None:
+            _RMB()  # virtio_rmb(): the entries used.idx covers are read after it
         if n > self.inflight:
             raise VringError(
                 f"vring {self.pa:#x}: used.idx moved {n} past entry {self.last_used}, "
@@ -180,8 +241,9 @@ class Vring:
     def pop_used(self) -> tuple[int, int]:
         """The next used entry ``(desc, len)``; call only while :meth:`used_pending` > 0."""
         slot = 2 * (self.last_used & self._mask)
-        desc = self._used32[slot]
-        length = self._used32[slot + 1]
+        uget = self._uget
+        desc = uget(slot)
+        length = uget(slot + 1)
         if desc >= self.num or not self._out[desc]:
             raise VringError(
                 f"vring {self.pa:#x}: used entry {self.last_used} returns descriptor {desc}, "

@@ -1,55 +1,157 @@
-"""A faithful fake of Linux UIO (uio.c + uio_pdrv_genirq) for tests: a sysfs tree and device nodes.
+"""A fake of Linux UIO (drivers/uio/uio.c + uio_pdrv_genirq.c) for tests: sysfs, device nodes, a kernel.
 
 rprocd's UIO backend takes a sysfs root and a ``/dev`` root; this module
-builds both in a temporary folder so that the *production* code path runs
-unchanged:
+builds both in a temporary folder and plays the kernel behind them, so that
+the *production* code path (``os.open``, ``os.read``/``os.write`` of 4
+bytes, ``mmap`` at ``N * page``, epoll) runs unchanged.  What the kernel
+does, and where it says so:
 
-* ``sys/class/uio/uioN/{name,version,event}`` and
-  ``maps/mapM/{name,addr,size,offset}``, written the way the kernel prints
-  them (``addr``/``size`` as ``%pa``: ``0x`` + 16 hex digits; ``offset`` as
-  ``0x%llx``), with uio_pdrv_genirq's rounding: ``addr`` page-aligned, the
-  in-page start in ``offset``, ``size`` rounded up to whole pages.
-* A memory device's node is a regular file laid out so that
-  ``mmap(fd, size, offset=M * page)`` reaches map M, as the kernel's
-  ``vm_pgoff`` selector does; a map can be backed by another file (the
-  virtual board's ``memory``) so that a simulated remote shares it.
-* An interrupt device's node is the slave side of a raw pseudo-terminal
-  whose master is driven by :class:`FakeGenirq`, a model of
-  uio_pdrv_genirq: an interrupt masks the line and bumps the event count,
-  which the reader gets as one 4-byte native integer; writing the 4-byte
-  integer 1 unmasks (a still-asserted level interrupt fires again at once),
-  0 masks; reads block (or EAGAIN with O_NONBLOCK) while nothing happened.
+* sysfs (uio.c ``uio_dev_add_attributes``, ``map_*_show``):
+  ``class/uio/uioN/{name,version,event}`` and ``maps/mapM/{name,addr,size,offset}``,
+  ``addr``/``size`` printed as ``%pa`` (``0x`` + 16 hex digits), ``offset``
+  as ``0x%llx``.
+* uio_pdrv_genirq.c ``uio_pdrv_genirq_probe`` with a DT node: the device's
+  ``name`` is the node name (``%pOFn``, or ``linux,uio-name``); ``version``
+  is ``devicetree``; each ``reg`` entry is a map with ``addr = start &
+  PAGE_MASK``, ``offs = start & ~PAGE_MASK``, ``size`` rounded up to whole
+  pages, and ``name = r->name``, which drivers/of/address.c
+  ``__of_address_to_resource`` sets to the ``reg-names`` entry or else the
+  node's full name (``rpmsg_shm@200c6000``).  A node can have maps *and* an
+  interrupt (the mailbox: registers and its receive interrupt).
+* The node ``/dev/uioN`` (uio.c ``uio_fops``): ``uio_open`` samples the
+  event count (an interrupt before open is not reported); ``uio_read``:
+  a length other than 4 is EINVAL, a device without interrupt EIO, else the
+  latest count once it differs from the reader's (two interrupts between
+  reads give ONE read of the latest count), EAGAIN with O_NONBLOCK;
+  ``uio_poll``: readable while a count is unread; ``uio_write``: length
+  other than 4 EINVAL, no interrupt EIO, else ``irqcontrol``;
+  ``uio_mmap`` + ``uio_find_mem_index``: offset ``N * page`` maps map N,
+  EINVAL for a map that does not exist or a length past the map.
+* uio_pdrv_genirq.c ``uio_pdrv_genirq_handler`` masks the line
+  (``disable_irq_nosync``) and uio.c ``uio_event_notify`` bumps the event
+  count; ``uio_pdrv_genirq_irqcontrol``: 1 unmasks (``enable_irq``: a
+  level interrupt still asserted, or an edge that came while masked, fires
+  again at once), 0 masks.
 
-One inode cannot both mmap like a file and block on read like a character
-device without FUSE/CUSE, so each fake node has one of the two natures; a
-device with both (a mailbox: registers and an interrupt) is modelled as a
-register model plus an interrupt-only device (rprocd's ``irq_uio``).
-What the fake cannot enforce: the kernel's EINVAL for reads or writes of a
-length other than 4 (the fake counts such writes in ``bad_writes``).
+A user-space process cannot own a character device, so the node is a
+``SOCK_SEQPACKET`` socket named ``uioN`` served by this module's kernel
+thread, and the process that uses it runs with the ``LD_PRELOAD`` shim
+tests/native/fake_uio_kernel.c, which gives its fds the semantics above
+(:func:`kernel_env`; :func:`in_fake_kernel` runs a test function in such a
+process).  Each map's memory is a file (the virtual board's ``memory`` for
+the shared window, so the simulated remote shares it).
 """
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
-import select
+import selectors
+import socket
 import struct
-import termios
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 PAGE = mmap.PAGESIZE
+MAX_UIO_MAPS = 5
+_U32 = struct.Struct("=I")
 _S32 = struct.Struct("=i")
+REPO = Path(__file__).resolve().parent.parent
+NATIVE = Path(__file__).resolve().parent / "native"
+
+
+def build_shim(name: str) -> Path:
+    """Compile ``tests/native/<name>.c`` into a preloadable shared object (cached by content)."""
+    from rprocd import native
+
+    flags = ("-O2", "-shared", "-fPIC", "-fno-builtin", "-fno-tree-loop-distribute-patterns")
+    out = native.build(source=str(NATIVE / f"{name}.c"), cflags=flags)
+    if out is None:
+        raise RuntimeError(f"cannot build tests/native/{name}.c: gcc is required (it is in the test environment)")
+    return out
+
+
+def kernel_env(env: dict[str, str] | None = None, *, guard: bool = False) -> dict[str, str]:
+    """``env`` (default: ours) plus the fake-kernel shim (and the bulk-copy guard in front of it)."""
+    env = dict(os.environ if env is None else env)
+    shims = [str(build_shim("fake_uio_kernel"))]
+    if guard:
+        shims.insert(0, str(build_shim("devmem_guard")))
+        env["PYTHONFAULTHANDLER"] = "1"  # the guard aborts: show the Python stack
+    env["LD_PRELOAD"] = ":".join(shims + [p for p in env.get("LD_PRELOAD", "").split(":") if p])
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CHILD = "RPROCD_FAKE_UIO_CHILD"
+_REGISTRY: dict[str, list[str]] = {}  # test file -> the functions marked in it
+_RESULTS: dict[str, str | None] = {}  # nodeid -> None (passed) or the child's report
+
+
+def in_fake_kernel(fn: F) -> F:
+    """Run the test in a pytest child process that has the fake-kernel shim preloaded.
+
+    The first such test of a file runs all of the file's marked tests in one
+    child (a child costs seconds); each then reports its own result.  The
+    parent's fixtures are made but unused; the child makes its own.
+    """
+    path = Path(sys.modules[fn.__module__].__file__ or "").resolve()
+    rel = str(path.relative_to(REPO))
+    _REGISTRY.setdefault(rel, []).append(fn.__name__)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if os.environ.get(_CHILD):
+            return fn(*args, **kwargs)
+        nodeid = f"{rel}::{fn.__name__}"
+        if nodeid not in _RESULTS:
+            _run_children(rel)
+        problem = _RESULTS.get(nodeid, f"{nodeid}: the child did not run it")
+        if problem is not None:
+            raise AssertionError(f"{nodeid} in the fake kernel:\n{problem}")
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _run_children(rel: str) -> None:
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    ids = [f"{rel}::{name}" for name in _REGISTRY[rel]]
+    env = kernel_env()
+    env[_CHILD] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        xml = Path(tmp) / "r.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}", *ids]
+        r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        tail = f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}"
+        for nodeid in ids:
+            _RESULTS[nodeid] = f"no result from the child:\n{tail}"
+        if xml.exists():
+            for case in ET.parse(xml).getroot().iter("testcase"):
+                nodeid = f"{rel}::{case.get('name')}"
+                bad = [c for c in case if c.tag in ("failure", "error", "skipped")]
+                _RESULTS[nodeid] = (
+                    None if not bad else "\n".join((c.get("message") or "") + (c.text or "") for c in bad)
+                )
 
 
 @dataclass
 class FakeMap:
+    """One ``reg`` entry of the device's DT node."""
+
     pa: int
     size: int
-    name: str = ""
-    backing: Path | None = None  # a file whose bytes are this map's memory (single-map devices)
+    name: str = ""  # its reg-names entry; empty: the kernel uses the node's full name
+    backing: Path | None = None  # the file whose bytes are this map's memory (from its page-aligned addr)
 
 
 @dataclass
@@ -60,15 +162,23 @@ class FakeDevice:
     node: Path
     maps: list[FakeMap] = field(default_factory=list)
     irq: FakeGenirq | None = None
-    file_size: int = 0
+    backing: list[Path] = field(default_factory=list)  # per map
+    sizes: list[int] = field(default_factory=list)  # per map, as sysfs says
+    listening: socket.socket | None = None
 
     @property
     def devname(self) -> str:
         return f"uio{self.number}"
 
+    def describe(self) -> bytes:
+        """What the shim learns at open: interrupt or not, and each map's size and file."""
+        lines = [f"I {1 if self.irq else 0} {len(self.maps)}"]
+        lines += [f"{size} 0 {path}" for size, path in zip(self.sizes, self.backing, strict=True)]
+        return ("\n".join(lines) + "\n").encode()
+
 
 class FakeUio:
-    """A sysfs root and a /dev root under ``root``."""
+    """A sysfs root and a /dev root under ``root``, and the kernel thread serving the nodes."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
@@ -76,108 +186,162 @@ class FakeUio:
         self.dev_root = self.root / "dev"
         (self.sysfs_root / "class" / "uio").mkdir(parents=True, exist_ok=True)
         self.dev_root.mkdir(parents=True, exist_ok=True)
+        (self.root / "mem").mkdir(exist_ok=True)
         self.devices: list[FakeDevice] = []
         self._next = 0
+        self.kernel = _Kernel()
+        self.kernel.start()
 
-    def _sysfs_device(self, name: str) -> tuple[int, Path]:
+    def add_device(
+        self,
+        name: str,
+        maps: list[FakeMap] | None = None,
+        *,
+        irq: bool = False,
+        level: Callable[[], bool] | None = None,
+        create_node: bool = True,
+    ) -> FakeDevice:
+        """A generic-uio DT node ``name`` with these ``reg`` entries, with or without ``interrupts``."""
+        maps = list(maps or [])
+        if len(maps) > MAX_UIO_MAPS:
+            raise ValueError(f"uio_pdrv_genirq takes at most {MAX_UIO_MAPS} memory resources")
         number = self._next
         self._next += 1
         d = self.sysfs_root / "class" / "uio" / f"uio{number}"
         d.mkdir(parents=True)
-        return number, d
-
-    @staticmethod
-    def _publish(d: Path, name: str) -> None:
-        # the name last: a scanner that sees it sees a complete device (as the kernel's uevent does)
-        (d / "version").write_text("devicetree\n")
-        (d / "event").write_text("0\n")
-        (d / "name").write_text(name + "\n")
-
-    def add_memory_device(self, name: str, maps: list[FakeMap], *, create_node: bool = True) -> FakeDevice:
-        """A device with memory maps and no interrupt (like a generic-uio node without ``interrupts``)."""
-        number, d = self._sysfs_device(name)
-        node = self.dev_root / f"uio{number}"
-        file_size = 0
+        dev = FakeDevice(number, name, d, self.dev_root / f"uio{number}", maps)
+        full_name = f"{name}@{maps[0].pa:x}" if maps else name
         for i, m in enumerate(maps):
             addr = m.pa & ~(PAGE - 1)
             offs = m.pa - addr
-            size = (offs + m.size + PAGE - 1) & ~(PAGE - 1)  # uio_pdrv_genirq rounds up to pages
+            size = (offs + m.size + PAGE - 1) & ~(PAGE - 1)
             md = d / "maps" / f"map{i}"
             md.mkdir(parents=True)
-            (md / "name").write_text(m.name + "\n")
+            (md / "name").write_text((m.name or full_name) + "\n")
             (md / "addr").write_text(f"0x{addr:016x}\n")
             (md / "size").write_text(f"0x{size:016x}\n")
             (md / "offset").write_text(f"0x{offs:x}\n")
-            if i < len(maps) - 1 and size > PAGE:
-                raise ValueError("the fake puts map M at file offset M * page: only the last map may exceed a page")
-            file_size = max(file_size, i * PAGE + size)
-        dev = FakeDevice(number, name, d, node, list(maps), file_size=file_size)
-        if len(maps) == 1 and maps[0].backing is not None:
-            backing = maps[0].backing
+            backing = m.backing or self.root / "mem" / f"uio{number}.map{i}"
             backing.parent.mkdir(parents=True, exist_ok=True)
             with open(backing, "ab") as f:
-                if f.tell() < file_size:
-                    f.truncate(file_size)  # grow with zeros, never shrink (sim-board.md)
-        elif any(m.backing is not None for m in maps):
-            raise ValueError("a backing file is supported for single-map devices only")
+                if f.tell() < size:
+                    f.truncate(size)  # grow with zeros, never shrink (sim-board.md)
+            dev.backing.append(backing)
+            dev.sizes.append(size)
+        if irq or level is not None:
+            dev.irq = FakeGenirq(d / "event", level)
+        (d / "version").write_text("devicetree\n")
+        (d / "event").write_text("0\n")
+        (d / "name").write_text(name + "\n")  # the name last: a scanner that sees it sees a whole device
+        self.devices.append(dev)
         if create_node:
             self.create_node(dev)
-        self._publish(d, name)
-        self.devices.append(dev)
         return dev
+
+    def add_memory_device(self, name: str, maps: list[FakeMap], *, create_node: bool = True) -> FakeDevice:
+        """A generic-uio node with ``reg`` and no ``interrupts``."""
+        return self.add_device(name, maps, create_node=create_node)
+
+    def add_irq_device(self, name: str, *, level: Callable[[], bool] | None = None) -> FakeDevice:
+        """A generic-uio node with ``interrupts`` and no ``reg``."""
+        return self.add_device(name, [], irq=True, level=level)
 
     def create_node(self, dev: FakeDevice) -> None:
         """Make ``/dev/uioN`` appear (udev/devtmpfs may create it after the sysfs entry)."""
-        if dev.maps and dev.maps[0].backing is not None:
-            dev.node.symlink_to(dev.maps[0].backing)
-        else:
-            with open(dev.node, "wb") as f:
-                f.truncate(dev.file_size)
-
-    def add_irq_device(self, name: str, *, level: Callable[[], bool] | None = None) -> FakeDevice:
-        """A device with an interrupt and no maps; its node is a raw pty driven by :class:`FakeGenirq`."""
-        number, d = self._sysfs_device(name)
-        node = self.dev_root / f"uio{number}"
-        irq = FakeGenirq(d / "event", level)
-        node.symlink_to(irq.slave_path)
-        dev = FakeDevice(number, name, d, node, [], irq)
-        self._publish(d, name)
-        self.devices.append(dev)
-        return dev
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.bind(str(dev.node))
+        s.listen(64)
+        dev.listening = s
+        self.kernel.add(dev)
 
     def close(self) -> None:
+        self.kernel.stop()
         for dev in self.devices:
+            if dev.listening is not None:
+                dev.listening.close()
+
+
+class _Kernel(threading.Thread):
+    """Serves the nodes: open handshakes (listeners) and irqcontrol writes."""
+
+    def __init__(self) -> None:
+        super().__init__(name="fake-uio-kernel", daemon=True)
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._new: list[FakeDevice] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def add(self, dev: FakeDevice) -> None:
+        with self._lock:
+            self._new.append(dev)
+        self._wake_w.send(b"x")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake_w.send(b"x")
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        while not self._stopping:
+            for key, _ in self.sel.select():
+                data = key.data
+                if data is None:
+                    self._wake_r.recv(64)
+                    with self._lock:
+                        new, self._new = self._new, []
+                    for dev in new:
+                        assert dev.listening is not None
+                        self.sel.register(dev.listening, selectors.EVENT_READ, ("listen", dev))
+                elif data[0] == "listen":
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    self.sel.register(conn, selectors.EVENT_READ, ("conn", data[1]))
+                else:
+                    self._request(key.fileobj, data[1])  # type: ignore[arg-type]
+        for key in list(self.sel.get_map().values()):
+            if key.data is not None and key.data[0] == "conn":
+                key.fileobj.close()  # type: ignore[union-attr]
+        self.sel.close()
+
+    def _request(self, conn: socket.socket, dev: FakeDevice) -> None:
+        try:
+            msg = conn.recv(64)
+        except OSError:
+            msg = b""
+        if msg == b"O":  # uio_open
+            irq = dev.irq
+            if irq is not None:
+                with irq.lock:  # registered before the reply: the count is sampled now
+                    irq.listeners.append(conn)
+            conn.send(dev.describe())
+        elif len(msg) == 5 and msg[:1] == b"W":  # uio_write -> uio_pdrv_genirq_irqcontrol
+            assert dev.irq is not None, "the shim answers EIO itself for a device without irq"
+            dev.irq.irqcontrol(_S32.unpack(msg[1:])[0])
+            conn.send(b"A" + _S32.pack(0))
+        elif not msg:  # uio_release
+            self.sel.unregister(conn)
             if dev.irq is not None:
-                dev.irq.close()
+                with dev.irq.lock:
+                    if conn in dev.irq.listeners:
+                        dev.irq.listeners.remove(conn)
+            conn.close()
 
 
 class FakeGenirq:
-    """The kernel side of one uio_pdrv_genirq device: handler, irqcontrol, event count."""
+    """The kernel side of one uio_pdrv_genirq interrupt: handler, irqcontrol, event count."""
 
     def __init__(self, event_file: Path, level: Callable[[], bool] | None = None):
-        self.master, self._slave = os.openpty()
-        attrs = termios.tcgetattr(self._slave)
-        attrs[0] = 0  # iflag: no CR/NL mangling, no XON/XOFF (0x11/0x13 are data here)
-        attrs[1] = 0  # oflag: no output processing
-        attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
-        attrs[3] = 0  # lflag: no echo, no canonical mode, no signals
-        attrs[6][termios.VMIN] = 1
-        attrs[6][termios.VTIME] = 0
-        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
-        self.slave_path = os.ttyname(self._slave)
         self.event_file = event_file
         self.level = level or (lambda: False)  # a level-triggered source: asserted while level() is true
         self.lock = threading.Lock()
-        self.event = 0
+        self.changed = threading.Condition(self.lock)
+        self.event = 0  # idev->event
         self.disabled = False  # priv->flags UIO_IRQ_DISABLED
-        self.pending = False  # an edge that arrived while masked
+        self.pending = False  # an edge that arrived while masked (held at the interrupt controller)
         self.unmasks = 0
         self.masks = 0
-        self.bad_writes = 0
-        self.changed = threading.Condition(self.lock)
-        self._stop_r, self._stop_w = os.pipe()
-        self._thread = threading.Thread(target=self._irqcontrol_loop, name="fake-genirq", daemon=True)
-        self._thread.start()
+        self.listeners: list[socket.socket] = []
 
     # -- the device raises its interrupt -------------------------------------------------------
     def fire(self) -> None:
@@ -193,51 +357,35 @@ class FakeGenirq:
 
     def _fire_locked(self) -> None:
         if self.disabled:
-            self.pending = True  # held at the interrupt controller until enable_irq
+            self.pending = True
             return
         self.disabled = True  # disable_irq_nosync
         self.pending = False
         self.event += 1
         self.event_file.write_text(f"{self.event}\n")
-        os.write(self.master, _S32.pack(self.event))  # wakes the reader with the new count
+        note = b"E" + _U32.pack(self.event)
+        for conn in list(self.listeners):  # wake_up_interruptible(&idev->wait)
+            try:
+                conn.send(note)
+            except OSError:
+                self.listeners.remove(conn)
         self.changed.notify_all()
 
-    # -- user space writes to /dev/uioN ----------------------------------------------------------------
-    def _irqcontrol_loop(self) -> None:
-        buf = b""
-        while True:
-            r, _, _ = select.select([self.master, self._stop_r], [], [])
-            if self._stop_r in r:
-                return
-            try:
-                data = os.read(self.master, 64)
-            except OSError:
-                return
-            buf += data
-            while len(buf) >= 4:
-                (irq_on,), buf = _S32.unpack(buf[:4]), buf[4:]
-                with self.lock:
-                    if irq_on:
-                        self.unmasks += 1
-                        if self.disabled:
-                            self.disabled = False  # enable_irq
-                            if self.pending or self.level():
-                                self._fire_locked()
-                    else:
-                        self.masks += 1
-                        self.disabled = True
-                    self.changed.notify_all()
+    def irqcontrol(self, irq_on: int) -> None:
+        """uio_pdrv_genirq_irqcontrol."""
+        with self.lock:
+            if irq_on:
+                self.unmasks += 1
+                if self.disabled:
+                    self.disabled = False  # enable_irq
+                    if self.pending or self.level():
+                        self._fire_locked()
+            else:
+                self.masks += 1
+                self.disabled = True
+            self.changed.notify_all()
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Block until ``predicate()`` (evaluated under the lock) holds, at most ``timeout`` seconds."""
         with self.lock:
             return self.changed.wait_for(predicate, timeout)
-
-    def close(self) -> None:
-        os.write(self._stop_w, b"x")
-        self._thread.join(timeout=5)
-        for fd in (self.master, self._slave, self._stop_r, self._stop_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass

@@ -252,14 +252,14 @@ def test_bad_descriptors_returned_and_index_jump_restarts(kind: str, tmp_path: P
         host.tx.add(0, 0x200C8000, 64, 0)  # outside the pool
         host.tx.add(1, L.buffers.pa + 9 * BUF, 8, 0)  # shorter than a header
         host.tx.add(2, L.buffers.pa + 10 * BUF, 64, VRING_DESC_F_WRITE)  # device-writable
-        HDR.pack_into(host.bufs, 11 * BUF, HOST_ADDR, 1024, 0, 100, 0)
+        host.bufs.write(11 * BUF, HDR.pack(HOST_ADDR, 1024, 0, 100, 0))
         host.tx.add(3, L.buffers.pa + 11 * BUF, 20, 0)  # header longer than the buffer
         host.free = [4, 5, 6, 7]
         host.kick_tx()
         settle(host, lambda: host.tx is not None and host.tx.used_pending() == 4, "the bad descriptors back")
         host.reclaim()
         assert sorted(host.free) == list(range(8))
-        host.tx._avail[1] = 100  # 100 entries past: impossible with 8
+        host.tx.poke_avail(1, 100)  # 100 entries past: impossible with 8
         host.board.ring(1)
         settle(host, lambda: host.status() == 0, "the remote to restart")
         assert host.table().ver == 1

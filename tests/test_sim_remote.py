@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from rprocd import rsc_table as rt
 from rprocd.board import VirtualBoard
 from rprocd.layout import TCC807X, Layout
-from rprocd.memory import MemoryMap
+from rprocd.memory import MemoryMap, span_over
 from rprocd.sim.console import RamConsole
 from rprocd.sim.core import ATTACHED, FAILED, WAITING
 from rprocd.sim.remote import SimRemote, add_arguments
@@ -76,7 +76,7 @@ class MiniHost:
         self.tx: Vring | None = None  # vring1: we send
         self.free: list[int] = []
         self.inbox: list[tuple[int, int, bytes]] = []
-        self.bufs = self.mem.view(layout.buffers.pa, layout.buffers.size)
+        self.bufs = self.mem.span(layout.buffers.pa, layout.buffers.size)
         self.vring_pa: tuple[int, int] = (layout.vrings[0].pa, layout.vrings[1].pa)
 
     # -- table -----------------------------------------------------------------------
@@ -120,8 +120,8 @@ class MiniHost:
         num, align = vdev.vrings[0].num, vdev.vrings[0].align
         self.num = num
         size = vring_offsets(0, num, align)[2]
-        self.rx = Vring(self.mem.view(pas[0], size), pas[0], num, align)
-        self.tx = Vring(self.mem.view(pas[1], size), pas[1], num, align)
+        self.rx = Vring(self.mem.span(pas[0], size), pas[0], num, align)
+        self.tx = Vring(self.mem.span(pas[1], size), pas[1], num, align)
         self.rx.reset()
         self.tx.reset()
         for i in range(num if post_rx is None else post_rx):
@@ -165,8 +165,7 @@ class MiniHost:
         d = self.free.pop()
         pa = self.layout.buffers.pa + (self.num + d) * BUF
         off = pa - self.layout.buffers.pa
-        HDR.pack_into(self.bufs, off, src, dst, 0, len(payload), 0)
-        self.bufs[off + 16 : off + 16 + len(payload)] = payload
+        self.bufs.write(off, HDR.pack(src, dst, 0, len(payload), 0) + payload)
         self.tx.add(d, pa, 16 + len(payload), 0)
         if kick:
             self.kick_tx()
@@ -196,9 +195,9 @@ class MiniHost:
         while len(out) < limit and self.rx.used_pending():
             d, length = self.rx.pop_used()
             off = d * BUF
-            src, dst, _r, n, _f = HDR.unpack_from(self.bufs, off)
+            src, dst, _r, n, _f = HDR.unpack(self.bufs.read(off, 16))
             assert 16 <= length <= BUF and n == length - 16, (d, length, n)
-            out.append((src, dst, self.bufs[off + 16 : off + 16 + n].tobytes()))
+            out.append((src, dst, self.bufs.read(off + 16, n)))
             self.rx.add(d, self.layout.buffers.pa + off, BUF, VRING_DESC_F_WRITE)
         if out:
             self.rx.publish()
@@ -226,8 +225,7 @@ class MiniHost:
         return eps
 
     def close(self) -> None:
-        self.bufs.release()
-        self.mem.windows = ()
+        self.mem.close()
         self.view.release()
         self.board.close()
 
@@ -324,25 +322,26 @@ def test_table_written_ver_last(board: Path) -> None:
     seen: list[int] = []
     remote = SimRemote(board)
     try:
-        ver = remote.core._ver
+        table = remote.core._table
         writes: list[tuple[int, int]] = []
 
         class Spy:
-            def __setitem__(self, i: int, v: int) -> None:
-                writes.append((i, v))
-                ver[i] = v
-                seen.append(int.from_bytes(remote.core._table[4:8], "little"))  # num: body written?
+            def __getattr__(self, name: str) -> object:
+                return getattr(table, name)
 
-            def __getitem__(self, i: int) -> int:
-                return ver[i]
+            def store32(self, off: int, v: int) -> None:
+                table.store32(off, v)
+                if off == 0:
+                    writes.append((off, v))
+                    seen.append(table.load32(4))  # num: body written?
 
-        remote.core._ver = Spy()  # type: ignore[assignment]
-        remote.core._table[4:] = bytes(len(remote.core._table) - 4)
+        remote.core._table = Spy()  # type: ignore[assignment]
+        table.fill(4, table.size - 4)
         remote.core._write_table()
         assert writes == [(0, 0), (0, 1)]
         assert seen == [0, 2]  # body absent at ver 0, present at ver 1
     finally:
-        remote.core._ver = ver
+        remote.core._table = table
         remote.close()
 
 
@@ -627,7 +626,7 @@ def test_bad_descriptors_are_returned_not_followed(board: Path) -> None:
         host.tx.add(0, 0x200C8000, 64, 0)
         host.tx.add(1, L.buffers.pa + 9 * BUF, 8, 0)
         host.tx.add(2, L.buffers.pa + 10 * BUF, 64, VRING_DESC_F_WRITE)
-        HDR.pack_into(host.bufs, 11 * BUF, HOST_ADDR, 1024, 0, 100, 0)
+        host.bufs.write(11 * BUF, HDR.pack(HOST_ADDR, 1024, 0, 100, 0))
         host.tx.add(3, L.buffers.pa + 11 * BUF, 20, 0)
         host.tx.add(4, L.buffers.pa + L.buffers.size - 8, 64, 0)
         host.free = [5, 6, 7]
@@ -655,7 +654,7 @@ def test_avail_index_jump_restarts_the_remote(board: Path) -> None:
         dl = Deadline(5)
         attach_and_ns(host, dl)
         assert host.tx is not None
-        host.tx._avail[1] = 100  # 100 entries past: impossible with 8
+        host.tx.poke_avail(1, 100)  # 100 entries past: impossible with 8
         remote.step()
         assert remote.stats.violations == 1 and remote.stats.reboots == 1
         assert remote.state == WAITING and host.status() == 0 and host.table().ver == 1
@@ -667,7 +666,7 @@ def test_descriptor_id_out_of_range_restarts_the_remote(board: Path) -> None:
         dl = Deadline(5)
         attach_and_ns(host, dl)
         assert host.tx is not None
-        host.tx._avail[2 + host.tx.avail_idx % 8] = 9
+        host.tx.poke_avail(2 + host.tx.avail_idx % 8, 9)
         host.tx.avail_idx += 1
         host.tx.publish()
         remote.step()
@@ -693,14 +692,12 @@ def test_garbage_in_the_rings_never_crashes(
     with hand_driven(board) as (remote, host):
         dl = Deadline(5)
         attach_and_ns(host, dl)
-        ring_mem = host.mem.view(L.vrings[0].pa, 0x2000)
         for off, data in garbage:
-            ring_mem[off : off + len(data)] = data[: 0x2000 - off]
+            host.mem.write(L.vrings[0].pa + off, data[: 0x2000 - off])
         remote.step()
         host.set_status(status)
         remote.step()
         remote.step()
-        ring_mem.release()
         assert remote.state in (WAITING, ATTACHED, FAILED)
         # whatever happened, a fresh attach works
         host.reset()
@@ -727,7 +724,7 @@ def test_random_messages_never_crash(
                 dl.check("tx buffers")
             d = host.free.pop()
             off = (host.num + d) * BUF
-            host.bufs[off : off + len(raw)] = raw
+            host.bufs.write(off, raw)
             host.tx.add(d, L.buffers.pa + off, len(raw), 0)
             host.kick_tx()
             remote.step()
@@ -744,7 +741,7 @@ def test_random_messages_never_crash(
 
 def test_ram_console_wraps_like_zephyr() -> None:
     buf = bytearray(b"\xff" * 8)
-    con = RamConsole(memoryview(buf))
+    con = RamConsole(span_over(buf))
     con.clear()
     con.write("abc")
     assert bytes(buf) == b"abc\0\0\0\0\0"
@@ -757,7 +754,7 @@ def test_ram_console_wraps_like_zephyr() -> None:
 @given(st.integers(2, 40), st.lists(st.text(max_size=60), max_size=8))
 def test_ram_console_matches_char_by_char(size: int, texts: list[str]) -> None:
     buf = bytearray(size)
-    con = RamConsole(memoryview(buf))
+    con = RamConsole(span_over(buf))
     ref, pos = bytearray(size), 0
     for t in texts:
         con.write(t)

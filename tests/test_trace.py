@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rprocd.control import ControlServer
-from rprocd.memory import MemoryMap
+from rprocd.memory import MemoryMap, span_over
 from rprocd.sim.console import RamConsole
 from rprocd.trace import TraceReader
 
@@ -22,7 +22,7 @@ class Buf:
 
     def __init__(self, size: int):
         self.mem = bytearray(size)
-        self.console = RamConsole(memoryview(self.mem))
+        self.console = RamConsole(span_over(self.mem))
 
     def write(self, text: str) -> None:
         self.console.write(text)
@@ -316,7 +316,7 @@ def _text(lines: list[str]) -> str:
 def test_rprocctl_trace_prints_the_wrapped_buffer_oldest_to_newest(tmp_path: Path) -> None:
     size = 256
     mem = bytearray(size)
-    con = RamConsole(memoryview(mem))
+    con = RamConsole(span_over(mem))
     written = "*** Booting ***\nrpmsg: attached\n"
     con.write(written)
 

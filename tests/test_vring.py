@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from rprocd.memory import span_over
 from rprocd.vring import (
     VRING_AVAIL_F_NO_INTERRUPT,
     VRING_DESC_F_WRITE,
@@ -31,7 +32,7 @@ def test_layout_matches_vring_init() -> None:
 
 def make(num: int = 8) -> tuple[bytearray, Vring]:
     mem = bytearray(0x1000)
-    return mem, Vring(memoryview(mem), PA, num, 16)
+    return mem, Vring(span_over(mem, PA), PA, num, 16)
 
 
 def used_push(mem: bytearray, num: int, idx: int, desc: int, length: int) -> None:
@@ -102,11 +103,50 @@ def test_flags() -> None:
 
 def test_reset_zeroes_only_the_ring() -> None:
     mem = bytearray(b"\xaa" * 0x1000)
-    vr = Vring(memoryview(mem), PA, 8, 16)
+    vr = Vring(span_over(mem, PA), PA, 8, 16)
     vr.reset()
     assert mem[:230] == bytes(230) and mem[230:] == b"\xaa" * (0x1000 - 230)
 
 
 def test_too_small_buffer() -> None:
     with pytest.raises(ValueError, match="needs"):
-        Vring(memoryview(bytearray(100)), PA, 8, 16)
+        Vring(span_over(bytearray(100), PA), PA, 8, 16)
+
+
+def test_barriers_sit_where_linux_puts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """virtio_wmb before the avail.idx store, virtio_mb before reading used.flags, virtio_rmb after used.idx."""
+    from rprocd import vring as vring_mod
+    from rprocd.memory import Span
+
+    events: list[object] = []
+    for name in ("_WMB", "_RMB", "_MB"):
+        monkeypatch.setattr(vring_mod, name, lambda name=name: events.append(name[1:].lower()))
+    words = Span.words
+
+    def recording(self: Span, width: int, off: int, count: int):
+        get, put = words(self, width, off, count)
+
+        def load(i: int) -> int:
+            events.append(("load", self.pa + off + i * width - PA))
+            return get(i)
+
+        def store(i: int, v: int) -> None:
+            events.append(("store", self.pa + off + i * width - PA))
+            put(i, v)
+
+        return load, store
+
+    monkeypatch.setattr(Span, "words", recording)
+    mem, vr = make()
+    avail, used, _ = vring_offsets(PA, 8, 16)
+    vr.add(3, 0x2000, 64, 0)
+    events.clear()
+    vr.publish()
+    assert events == ["wmb", ("store", avail + 2)]
+    events.clear()
+    vr.kick_needed()
+    assert events == ["mb", ("load", used)]
+    used_push(mem, 8, 0, 3, 64)
+    events.clear()
+    assert vr.used_pending() == 1
+    assert events == [("load", used + 2), "rmb"]

@@ -75,7 +75,7 @@ def open_memory(layout: Layout, path: str = "/dev/mem") -> tuple[MemoryMap, list
     memory = MemoryMap([(layout.window.pa, w.view)], device=True)
 
     def close() -> None:
-        memory.windows = ()
+        memory.close()
         w.close()
 
     return memory, [close], f"{path} {layout.window}"

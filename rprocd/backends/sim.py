@@ -49,7 +49,7 @@ def open_board(directory: str, layout: Layout) -> Platform:
     memory = MemoryMap([(layout.window.pa, view)], device=False)
 
     def close() -> None:
-        memory.windows = ()
+        memory.close()
         view.release()
         board.close()
 

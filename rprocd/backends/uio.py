@@ -42,6 +42,7 @@ log = logging.getLogger("rprocd.uio")
 
 PAGE_SIZE = mmap.PAGESIZE
 _S32 = struct.Struct("=i")
+_U32 = struct.Struct("=I")
 
 
 class UioError(OSError):
@@ -272,7 +273,7 @@ def open_memory(devices: Iterable[UioDeviceInfo], layout: Layout) -> tuple[Memor
         raise
 
     def close() -> None:
-        memory.windows = ()
+        memory.close()
         for r in regions:
             r.close()
 
@@ -293,31 +294,27 @@ class UioIrq:
             self.fd = os.open(device.node, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
         except OSError as e:
             raise UioError(e.errno, f"{device.node} ({device.name}): {e.strerror}") from None
-        self._partial = b""
 
     def fileno(self) -> int:
         return self.fd
 
     def read_event(self) -> int | None:
-        """The latest event count, or None when no interrupt happened since the last read."""
-        last = None
-        while True:
-            try:
-                data = os.read(self.fd, 4)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.EIO:
-                    raise UioError(errno.EIO, f"{self.device.node} ({self.device.name}) has no interrupt") from None
-                raise
-            if not data:
-                raise UioError(errno.ENODEV, f"{self.device.node} ({self.device.name}) went away")
-            data = self._partial + data
-            n = len(data) - len(data) % 4
-            for (v,) in struct.iter_unpack("=I", data[:n]):
-                last = v
-            self._partial = data[n:]
-        return last
+        """The latest event count, or None when no interrupt happened since the last read.
+
+        One read is enough: uio_read returns exactly 4 bytes, the count as of
+        now, so interrupts since the last read have coalesced into it.
+        """
+        try:
+            data = os.read(self.fd, 4)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.EIO:
+                raise UioError(errno.EIO, f"{self.device.node} ({self.device.name}) has no interrupt") from None
+            raise
+        if len(data) != 4:
+            raise UioError(errno.ENODEV, f"{self.device.node} ({self.device.name}) went away")
+        return int(_U32.unpack(data)[0])
 
     def unmask(self) -> None:
         os.write(self.fd, _S32.pack(1))

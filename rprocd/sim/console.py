@@ -9,22 +9,24 @@ that way so readers are tested against the real format.
 
 from __future__ import annotations
 
+from ..memory import Span
+
 
 class RamConsole:
-    """A wrap-around text buffer over ``view`` (the trace buffer, ``len >= 2``)."""
+    """A wrap-around text buffer over ``view`` (the trace buffer, ``size >= 2``), through device copies."""
 
     __slots__ = ("_view", "_size", "pos")
 
-    def __init__(self, view: memoryview):
-        if len(view) < 2:
+    def __init__(self, view: Span):
+        if view.size < 2:
             raise ValueError("a RAM console needs at least 2 bytes")
         self._view = view
-        self._size = len(view) - 1  # characters wrap here; the last byte stays NUL
+        self._size = view.size - 1  # characters wrap here; the last byte stays NUL
         self.pos = 0
 
     def clear(self) -> None:
         """Zero the buffer, as a booting Zephyr finds its ``.bss``."""
-        self._view[:] = bytes(len(self._view))
+        self._view.fill(0, self._view.size)
         self.pos = 0
 
     def write(self, text: str) -> None:
@@ -37,12 +39,12 @@ class RamConsole:
             data = data[skip:]
         pos = self.pos
         first = min(len(data), size - pos)
-        view[pos : pos + first] = data[:first]
+        view.write(pos, data[:first])
         rest = len(data) - first
         if rest:
-            view[:rest] = data[first:]
+            view.write(0, data[first:])
         self.pos = (pos + len(data)) % size
-        view[size] = 0
+        view.store8(size, 0)
 
     def release(self) -> None:
-        self._view.release()
+        """Nothing to drop: the console holds no view of shared memory."""

@@ -30,8 +30,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from .. import native
 from ..layout import TCC807X, Layout
-from ..memory import MemoryMap
+from ..memory import IoBuffer, MemoryMap
 from ..rsc_table import (
     FW_RSC_ADDR_ANY,
     VDEV_STATUS_OFF,
@@ -157,7 +158,7 @@ class RemoteCore:
         self._ring = ring or (lambda word: None)
         self._pace = pace
         self._mem = MemoryMap([(layout.window.pa, window)])
-        self._win = self._mem.windows[0].buf
+        self._win = self._mem.span(layout.window.pa, layout.window.size)  # accessors only (rprocd.memory)
         self.max_payload = layout.buf_size - HDR_SIZE
 
         # the trace buffer: in the table region, after the space reserved for the table
@@ -181,13 +182,12 @@ class RemoteCore:
         if len(self._table_raw) > layout.rsc_size:
             raise ValueError(f"resource table of {len(self._table_raw)} bytes exceeds {layout.rsc_size:#x}")
         self._vdev_off = parse(self._table_raw).vdevs[0].offset
-        self._table = self._mem.view(layout.table_pa, len(self._table_raw))
-        self._ver = self._table[0:4].cast("I")
-        st = self._vdev_off + VDEV_STATUS_OFF
-        self._status = self._table[st : st + 1]
-        self._bufs = self._mem.view(layout.buffers.pa, layout.buffers.size)
+        self._table = self._mem.span(layout.table_pa, len(self._table_raw))
+        self._st_off = self._vdev_off + VDEV_STATUS_OFF
+        self._bufs = self._mem.span(layout.buffers.pa, layout.buffers.size)
+        self._io = IoBuffer(layout.buf_size)  # each received message is copied out into this
         self._buf_pa, self._buf_len, self._buf_size = layout.buffers.pa, layout.buffers.size, layout.buf_size
-        self.console = RamConsole(self._mem.view(*self.trace)) if self.trace else None
+        self.console = RamConsole(self._mem.span(*self.trace)) if self.trace else None
 
         self.state = WAITING
         self.stats = SimStats()
@@ -222,12 +222,15 @@ class RemoteCore:
 
     def _write_table(self) -> None:
         """``ver`` 0, then the body, then ``ver`` 1: a table with ``ver`` != 1 means "not ready"."""
-        self._ver[0] = 0
-        self._table[4:] = self._table_raw[4:]
-        self._ver[0] = 1
+        t = self._table
+        t.store32(0, 0)
+        native.wmb()
+        t.write(4, self._table_raw[4:])
+        native.wmb()  # the body before the version that says it is ready
+        t.store32(0, 1)
 
     def status(self) -> int:
-        return self._status[0]
+        return self._table.load8(self._st_off)
 
     def trace_line(self, text: str) -> None:
         if self.console:
@@ -250,7 +253,7 @@ class RemoteCore:
             return False
 
     def _service(self) -> bool:
-        st = self._status[0]
+        st = self._table.load8(self._st_off)
         if self.state == FAILED:
             if st & VIRTIO_CONFIG_S_DRIVER_OK and not st & VIRTIO_CONFIG_S_NEEDS_RESET:
                 return False
@@ -284,7 +287,7 @@ class RemoteCore:
         """Still attached (attaching afresh if the host set the rings up again under us)."""
         if self.state != ATTACHED:
             return False
-        st = self._status[0]
+        st = self._table.load8(self._st_off)
         if not st & VIRTIO_CONFIG_S_DRIVER_OK or st & VIRTIO_CONFIG_S_NEEDS_RESET:
             # The table stays as it is: rewriting it could race with a host that is already
             # attaching again (writing gfeatures and vring addresses into it).
@@ -301,7 +304,7 @@ class RemoteCore:
     def _attach(self) -> None:
         """``DRIVER_OK``: read back what the host wrote, check it, and start a session."""
         try:
-            table = parse(self._table)
+            table = parse(self._table.read(0, self._table.size))
         except TableError as e:
             self._reboot(f"resource table damaged: {e}")
             return
@@ -443,8 +446,7 @@ class RemoteCore:
             return None
         length = self._buf_size + HDR_SIZE if how == "long" else HDR_SIZE // 2
         d, off = self._slot, self._slot_off
-        HDR.pack_into(self._bufs, off, self.endpoints[0].addr, RPMSG_FIRST_ADDR, 0, 8, 0)
-        self._bufs[off + HDR_SIZE : off + HDR_SIZE + 8] = b"CORRUPT!"
+        self._bufs.write(off, HDR.pack(self.endpoints[0].addr, RPMSG_FIRST_ADDR, 0, 8, 0) + b"CORRUPT!")
         tx.put_used(d, length)
         self._slot = -1
         self._tx_dirty = True
@@ -478,11 +480,11 @@ class RemoteCore:
         """
         if self.state != ATTACHED:
             return None
-        st = self._status[0]
+        st = self._table.load8(self._st_off)
         self._end_session("fault: table rewritten")
         raw = bytearray(self._table_raw)
         raw[self._vdev_off + VDEV_STATUS_OFF] = st
-        self._table[4:] = raw[4:]  # ver stays 1: the table never looks "not ready"
+        self._table.write(4, raw[4:])  # ver stays 1: the table never looks "not ready"
         self.state = FAILED
         return f"table rewritten with status {st:#04x} kept"
 
@@ -562,9 +564,8 @@ class RemoteCore:
 
     def _emit(self, src: int, dst: int, payload: bytes) -> None:
         """Send one message into the held vring0 buffer and publish it."""
-        off, n, bufs = self._slot_off, len(payload), self._bufs
-        HDR.pack_into(bufs, off, src, dst, 0, n, 0)
-        bufs[off + HDR_SIZE : off + HDR_SIZE + n] = payload
+        off, n = self._slot_off, len(payload)
+        self._bufs.write(off, HDR.pack(src, dst, 0, n, 0) + payload)
         assert self._tx is not None
         self._tx.put_used(self._slot, HDR_SIZE + n)
         self._slot = -1
@@ -572,11 +573,9 @@ class RemoteCore:
 
     def _emit_source(self, jobs: deque[SourceJob]) -> None:
         job = jobs[0]
-        off, size, bufs = self._slot_off, job.size, self._bufs
+        off, size = self._slot_off, job.size
         ept = job.ept
-        HDR.pack_into(bufs, off, ept.addr, job.dst, 0, size, 0)
-        SEQ.pack_into(bufs, off + HDR_SIZE, job.seq)
-        bufs[off + HDR_SIZE + 4 : off + HDR_SIZE + size] = job.filler
+        self._bufs.write(off, HDR.pack(ept.addr, job.dst, 0, size, 0) + SEQ.pack(job.seq) + job.filler)
         assert self._tx is not None
         self._tx.put_used(self._slot, HDR_SIZE + size)
         self._slot = -1
@@ -602,9 +601,10 @@ class RemoteCore:
                 "bad_descriptors", f"vring1 descriptor {d}: {addr:#x}+{length:#x} flags {flags:#x} is not a message"
             )
             return True
-        bufs = self._bufs
-        src, dst, _res, n, _flags = HDR.unpack_from(bufs, off)
-        start = off + HDR_SIZE
+        bufs, io = self._bufs, self._io
+        bufs.read_into(off, min(length, self._buf_size), io.data)  # header and message: one device copy
+        src, dst, _res, n, _flags = HDR.unpack_from(io.data, 0)
+        msg = io.view[HDR_SIZE:]
         ept = self._by_addr.get(dst)
         if n > length - HDR_SIZE or n > self.max_payload:
             self._complain("malformed", f"message of {n} bytes in a {length}-byte buffer")
@@ -616,8 +616,7 @@ class RemoteCore:
                 if not self._take_slot():
                     return False
                 o = self._slot_off
-                HDR.pack_into(bufs, o, ept.addr, src, 0, n, 0)
-                bufs[o + HDR_SIZE : o + HDR_SIZE + n] = bufs[start : start + n]
+                bufs.write(o, HDR.pack(ept.addr, src, 0, n, 0) + msg[:n])
                 assert self._tx is not None
                 self._tx.put_used(self._slot, HDR_SIZE + n)
                 self._slot = -1
@@ -625,7 +624,7 @@ class RemoteCore:
                 ept.tx_msgs += 1
                 ept.tx_bytes += n
             elif kind == SINK:
-                if n == 4 and bufs[start : start + 4] == b"STAT":
+                if n == 4 and msg[:4] == b"STAT":
                     if not self._take_slot():
                         return False
                     reply = f"{ept.sink_msgs} {ept.sink_bytes}".encode()
@@ -638,7 +637,7 @@ class RemoteCore:
             else:
                 if len(self._jobs) >= MAX_SOURCE_JOBS:
                     return False
-                self._start_source(ept, src, bufs[start : start + n].tobytes())
+                self._start_source(ept, src, bytes(msg[:n]))
             if ept.peer is None:
                 ept.peer = src
             ept.rx_msgs += 1
@@ -678,8 +677,6 @@ class RemoteCore:
     def release(self) -> None:
         """Drop every view into shared memory (the session, the table, the trace)."""
         self._end_session("shutting down")
-        for v in (self._ver, self._status, self._table, self._bufs):
-            v.release()
         if self.console:
             self.console.release()
-        self._mem.windows = ()
+        self._mem.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 
+from ..memory import Span
 from ..names import safe_name
 from .device_vring import DeviceVring
 
@@ -44,11 +45,11 @@ class Recorder:
         self.path = os.fspath(path)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.names: dict[int, str] = {}  # endpoint address -> safe name
-        self._bufs: memoryview | None = None
+        self._bufs: Span | None = None
         self._buf_pa = 0
         self._buf_size = 0
 
-    def attach_memory(self, bufs: memoryview, buf_pa: int, buf_size: int) -> None:
+    def attach_memory(self, bufs: Span, buf_pa: int, buf_size: int) -> None:
         """The rpmsg buffer pool (as the core maps it), where the messages are read from."""
         self._bufs, self._buf_pa, self._buf_size = bufs, buf_pa, buf_size
 
@@ -67,16 +68,17 @@ class Recorder:
         """
         bufs = self._bufs
         off = addr - self._buf_pa
-        if bufs is None or not _HDR_SIZE <= length <= self._buf_size or off < 0 or off + length > len(bufs):
+        if bufs is None or not _HDR_SIZE <= length <= self._buf_size or off < 0 or off + length > bufs.size:
             return
-        src = int.from_bytes(bufs[off : off + 4], "little")
-        dst = int.from_bytes(bufs[off + 4 : off + 8], "little")
+        msg = bufs.read(off, min(length, _HDR_SIZE + 8))  # a device copy: never a slice of the window
+        src = int.from_bytes(msg[0:4], "little")
+        dst = int.from_bytes(msg[4:8], "little")
         if dst == _NS_ADDR:
             return
-        n = min(int.from_bytes(bufs[off + 12 : off + 14], "little"), length - _HDR_SIZE, 8)
+        n = min(int.from_bytes(msg[12:14], "little"), length - _HDR_SIZE, 8)
         ept = (src, dst)[own_addr_at]
         name = self.names.get(ept) or f"?{ept:#x}"
-        data = bufs[off + _HDR_SIZE : off + _HDR_SIZE + n].hex() or "-"
+        data = msg[_HDR_SIZE : _HDR_SIZE + n].hex() or "-"
         os.write(self.fd, f"{direction} {name} {data} {idx}\n".encode())
 
     def close(self) -> None:
@@ -92,7 +94,7 @@ class RecordingVring(DeviceVring):
 
     def __init__(
         self,
-        window: memoryview,
+        window: Span,
         window_pa: int,
         pa: int,
         num: int,
@@ -109,6 +111,6 @@ class RecordingVring(DeviceVring):
 
     def put_used(self, desc: int, length: int) -> None:
         if desc < self.num:
-            addr = int.from_bytes(self._desc[desc * 16 : desc * 16 + 8], "little")
+            addr = self.desc_addr(desc)
             self.recorder.message(self.direction, addr, length, self.own_addr_at, self.used_idx)
         super().put_used(desc, length)
