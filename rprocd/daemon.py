@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +31,17 @@ from .exports.sockets import EndpointPolicy, SocketExport
 from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
-from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError
+from .rpmsg import RPMSG_ADDR_ANY, Channel, RpmsgError, TxResult
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
 
 log = logging.getLogger("rprocd")
 
 CHECK_INTERVAL = 0.25
+# vring0 interrupts off while draining (Linux virtqueue_disable_cb / enable_cb_prepare + re-check);
+# RPROCD_AB_NO_SUPPRESS=1 turns it off, for benchmark A/B runs only
+SUPPRESS = not os.environ.get("RPROCD_AB_NO_SUPPRESS")
+RX_PASSES = 4  # drain passes per service before other callbacks get a turn
 OFFLINE = "remote stopped on request ('rprocctl start' boots it)"
 
 
@@ -310,8 +315,19 @@ class RemoteHost:
                 waiters, self._tx_waiters = self._tx_waiters, []
                 for w in waiters:
                     w()
-            bus.process_rx()
-            self.flush()
+            if not SUPPRESS:
+                bus.process_rx()
+                self.flush()
+                return
+            rx = bus.rx
+            for _ in range(RX_PASSES):
+                rx.want_interrupts(False)  # the remote need not ring for what this pass will see anyway
+                bus.process_rx()
+                self.flush()  # re-posted buffers and queued sends out, kicks as the remote wants them
+                if not rx.enable_interrupts_and_check() or bus.rx_held:
+                    break  # interrupts on, nothing raced with the flag (or a consumer holds the rest)
+            else:
+                self.request_service()  # still more: once the loop's other callbacks had their turn
         except (VringError, MemoryAccessError) as e:
             self.stats.ring_errors += 1
             self._session_lost(f"ring error: {e}")
@@ -327,21 +343,22 @@ class RemoteHost:
 
     # -- Transport (for the socket export) ------------------------------------------
 
-    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
-        """Queue one message to the remote (visible after the next flush); False if no buffer is free.
+    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> TxResult:
+        """Queue one message to the remote (visible after the next flush).
 
-        A message that can never be sent (the endpoint's peer is unknown) is
-        counted and logged, and reported as sent so that it is not retried.
+        ``NO_BUFFER`` (falsy) when every transmit buffer is with the remote;
+        ``REFUSED`` when it can never be sent (the endpoint's peer is
+        unknown): counted and logged, so that it is not retried.
         """
         s = self.session
         if s is None:
-            return False
+            return TxResult.NO_BUFFER
         try:
-            return s.bus.send_to(ch, payload)
+            return TxResult.SENT if s.bus.send_to(ch, payload) else TxResult.NO_BUFFER
         except RpmsgError as e:
             self.stats.tx_refused += 1
             log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
-            return True
+            return TxResult.REFUSED
 
     def tx_available(self) -> bool:
         return self.tx_credits() > 0

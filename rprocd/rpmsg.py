@@ -22,6 +22,7 @@ over and recorded it, or will find it again in the ring when it resumes.
 
 from __future__ import annotations
 
+import enum
 import logging
 import struct
 from dataclasses import dataclass
@@ -48,6 +49,14 @@ log = logging.getLogger("rprocd.rpmsg")
 def sparse(count: int) -> bool:
     """Log the 1st, 2nd, 4th, 8th ... occurrence: a flood from the remote cannot flood the journal."""
     return count & (count - 1) == 0
+
+
+class TxResult(enum.IntEnum):
+    """What became of one message handed over for sending: the caller must look (falsy only to retry)."""
+
+    NO_BUFFER = 0  # every transmit buffer is with the remote: keep the message, try again later
+    SENT = 1  # in the ring (visible to the remote after the next flush)
+    REFUSED = 2  # can never be sent (the endpoint's peer is unknown): counted, logged, not retried
 
 
 class RpmsgError(Exception):
@@ -203,6 +212,11 @@ class RpmsgBus:
             self._remove(ch, save=False)
 
     # -- receive -----------------------------------------------------------------
+
+    @property
+    def rx_held(self) -> bool:
+        """A consumer holds the remote back (a message waits in the ring or for a slow reader)."""
+        return self._held is not None or self._parked is not None
 
     def process_rx(self) -> int:
         """Handle every message the remote has sent; returns how many."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
+from .native import mb
+
 VRING_DESC_F_NEXT = 1
 VRING_DESC_F_WRITE = 2
 VRING_DESC_F_INDIRECT = 4
@@ -154,7 +156,14 @@ class Vring:
         return self._avail[1]
 
     def kick_needed(self) -> bool:
-        """The remote wants to hear about new avail entries (``VRING_USED_F_NO_NOTIFY`` clear)."""
+        """The remote wants to hear about new avail entries (``VRING_USED_F_NO_NOTIFY`` clear).
+
+        Call after :meth:`publish`: a full barrier orders the index store
+        before the flag load, as ``virtqueue_kick_prepare_split`` does
+        (``virtio_mb`` then ``vring_need_event``/the flag test), or a remote
+        that just cleared the flag to sleep could be missed.
+        """
+        mb()
         return not self._used16[0] & VRING_USED_F_NO_NOTIFY
 
     def want_interrupts(self, on: bool) -> None:
@@ -164,6 +173,19 @@ class Vring:
         an entry may have landed before the remote saw the flag.
         """
         self._avail[0] = 0 if on else VRING_AVAIL_F_NO_INTERRUPT
+
+    def enable_interrupts_and_check(self) -> int:
+        """Interrupts back on after draining with them off; how many used entries are ready now.
+
+        Linux's ``virtqueue_enable_cb_prepare`` + ``virtqueue_poll``: clear
+        ``VRING_AVAIL_F_NO_INTERRUPT``, full barrier (the flag store before
+        the ``used.idx`` load), look once more: an entry the remote published
+        before it saw the flag rang no doorbell (sim-board.md: "A side that
+        turns notifications back on must look at the ring once more").
+        """
+        self._avail[0] = 0
+        mb()
+        return self.used_pending()
 
     # -- device -> driver --------------------------------------------------------
 

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 from rprocd.exports.sockets import EndpointPolicy, SocketExport
-from rprocd.rpmsg import Channel
+from rprocd.rpmsg import Channel, TxResult
 
 
 class Stub:
@@ -18,10 +18,12 @@ class Stub:
         self.sent: list[bytes] = []
         self.waits = 0
 
-    def send(self, ch: Channel, payload: memoryview) -> bool:
+    def send(self, ch: Channel, payload: memoryview) -> TxResult:
+        if self.free <= 0:
+            return TxResult.NO_BUFFER
         self.free -= 1
         self.sent.append(bytes(payload))
-        return True
+        return TxResult.SENT
 
     def tx_available(self) -> bool:
         return self.free > 0

@@ -14,6 +14,7 @@ stream layer on the hot path.  Flow control both ways:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import select
@@ -26,12 +27,17 @@ from typing import Protocol
 
 from ..files import accept_all, chgrp, clear_stale_sockets
 from ..names import safe_name
-from ..rpmsg import Channel
+from ..native import sockio
+from ..rpmsg import Channel, TxResult
 
 log = logging.getLogger("rprocd.sockets")
 
 OVERFLOW_POLICIES = ("block", "drop-oldest", "drop-newest")
 _BATCH = 64  # records read from one client per wake-up, for fairness between clients
+SO_PEEK_OFF = getattr(socket, "SO_PEEK_OFF", 42)  # asm-generic/socket.h; Python 3.11 does not name it
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_TRUNC  # MSG_TRUNC: the record's real length, so oversize shows
+_CRED_SPACE = socket.CMSG_SPACE(12)  # struct ucred
+_RESETS = 3  # ECONNRESET is reported once before the records a closed client left: read past it
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Transport(Protocol):
 
     max_payload: int
 
-    def send(self, ch: Channel, payload: memoryview) -> bool: ...
+    def send(self, ch: Channel, payload: memoryview) -> TxResult: ...
 
     def tx_available(self) -> bool: ...
 
@@ -78,10 +84,11 @@ class EndpointStats:
     rx_lost_on_close: int = 0  # queued for a client that went away
     tx_records: int = 0
     tx_oversized: int = 0
+    tx_refused: int = 0  # records that can never be sent (the endpoint's peer is unknown), consumed
 
 
 class _Client:
-    __slots__ = ("sock", "fd", "queue", "writing", "reading", "closed")
+    __slots__ = ("sock", "fd", "queue", "writing", "reading", "closed", "eof", "peek_off", "passcred")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -90,6 +97,19 @@ class _Client:
         self.writing = False
         self.reading = False
         self.closed = False
+        self.eof = False  # the client shut down its writing side; it still receives
+        # SO_PEEK_OFF: each MSG_PEEK returns the next record (Linux >= 3.4 for SEQPACKET; 5.10 has it)
+        self.peek_off = _setopt(sock, SO_PEEK_OFF, 0)
+        # SO_PASSCRED: every record read carries SCM_CREDENTIALS, so an empty record is told from EOF
+        self.passcred = _setopt(sock, socket.SO_PASSCRED, 1)
+
+
+def _setopt(sock: socket.socket, opt: int, value: int) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, opt, value)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(eq=False)
@@ -129,9 +149,13 @@ class SocketExport:
         self.mode, self.gid = mode, gid
         self.exports: dict[int, EndpointExport] = {}  # by local address
         self._parked: deque[tuple[EndpointExport, _Client]] = deque()  # waiting for a tx buffer, in order
+        self._maxp = transport.max_payload
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
+        self._batch = sockio.batch(transport.max_payload + 1, _BATCH)  # None: the pure-Python path
         self._poll = select.poll()
+        self._hup: select.epoll | None = None  # half-closed clients, to see when they close
+        self._half: dict[int, tuple[EndpointExport, _Client]] = {}
         self.directory_ready = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -183,6 +207,10 @@ class SocketExport:
     def close(self) -> None:
         for ex in list(self.exports.values()):
             self.remove(ex.ch)
+        if self._hup is not None:
+            self.loop.remove_reader(self._hup.fileno())
+            self._hup.close()
+            self._hup = None
 
     # -- clients -----------------------------------------------------------------
 
@@ -204,6 +232,8 @@ class SocketExport:
         if c.closed:
             return
         c.closed = True
+        if c.eof and self._half.pop(c.fd, None) is not None and self._hup is not None:
+            self._hup.unregister(c.fd)
         if c.reading:
             self.loop.remove_reader(c.fd)
         if c.writing:
@@ -220,53 +250,213 @@ class SocketExport:
             self.transport.rx_unblocked()
 
     def _readable(self, ex: EndpointExport, c: _Client) -> None:
+        """Move what the client wrote into vring1: peek, add, publish, and only then consume.
+
+        A record is at every instant either still in the client's socket or
+        published in the ring (DESIGN.md, "Kill safety and batching are not
+        at odds"): a SIGKILL at any point loses nothing rprocd took.  Up to
+        the free transmit buffers are peeked per batch (``SO_PEEK_OFF``: each
+        ``MSG_PEEK`` returns the next record), added, published by one
+        ``flush()``, then consumed; with the native helper each of the two
+        socket steps is one ``recvmmsg``.
+        """
         t = self.transport
-        recv_into = c.sock.recv_into
-        buf, view = self._rbuf, self._rview
-        size = len(buf)
-        maxp = t.max_payload
-        sent = False
-        credits = t.tx_credits()
-        for _ in range(_BATCH):
+        budget = _BATCH
+        while budget > 0 and not c.closed:
+            credits = t.tx_credits()
             if not credits:
-                credits = t.tx_credits()
-                if not credits:
-                    self._park(ex, c)
-                    break
-            try:
-                n = recv_into(buf, size, socket.MSG_TRUNC)
-            except (BlockingIOError, InterruptedError):
-                self._start_reading(ex, c)  # drained: wait for more (it may come from resume(), unregistered)
-                break
-            except OSError as e:
-                self._drop_client(ex, c, str(e))
-                break
-            if n == 0 and self._hung_up(c):
-                self._drop_client(ex, c, "closed by the client")
-                break
-            if n > maxp:
-                ex.stats.tx_oversized += 1
-                log.warning(
-                    "client of %s wrote a %d-byte record, more than the %d an rpmsg message holds: disconnected",
-                    ex.path.name, n, maxp,
-                )  # fmt: skip
-                try:
-                    c.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self._drop_client(ex, c, "oversized record")
-                break
-            t.send(ex.ch, view[:n])
-            credits -= 1
-            ex.stats.tx_records += 1
-            sent = True
-        else:
+                self._park(ex, c)
+                return
+            limit = min(credits, budget) if c.peek_off else 1
+            if self._batch is not None and c.passcred:
+                taken = self._read_native(ex, c, limit)
+            else:
+                taken = self._read_python(ex, c, limit)
+            if taken <= 0:
+                return  # drained (waiting on the loop again), parked, half-closed or dropped
+            budget -= taken
+        if not c.closed and not c.eof:
             self._start_reading(ex, c)  # batch done: others get their turn, then epoll brings it back
-        if sent:
-            t.flush()  # now, not on the next loop turn: latency; the remote's NO_NOTIFY batches kicks
+
+    def _read_native(self, ex: EndpointExport, c: _Client, limit: int) -> int:
+        b = self._batch
+        assert b is not None
+        for _ in range(_RESETS):
+            n = b.recv(c.fd, limit, _PEEK_FLAGS)
+            if n != -errno.ECONNRESET:
+                break  # (a reset is reported once, before the records the client wrote: read on)
+        if n < 0:
+            if n in (-errno.EAGAIN, -errno.EINTR):
+                self._start_reading(ex, c)
+            else:
+                self._drop_client(ex, c, os.strerror(-n))
+            return 0
+        eof = b.eof
+        lens, view, stride = b.lens, b.view, b.stride
+        taken = 0
+        oversized = -1
+        for i in range(n):
+            ln = lens[i]
+            if ln > self._maxp:
+                oversized = ln
+                break
+            off = i * stride
+            if not self._send_one(ex, c, view[off : off + ln]):
+                break
+            taken += 1
+        if taken:
+            self.transport.flush()  # published: now the records may leave the socket
+            b.consume(c.fd, taken)
+        if taken < n and c.peek_off:
+            self._rewind(c)
+        if oversized >= 0:
+            self._oversized(ex, c, oversized)
+            return 0
+        if taken < n:
+            return 0  # parked
+        if eof:
+            self._half_closed(ex, c)
+            return 0
+        if n < limit:
+            self._start_reading(ex, c)  # drained (no EAGAIN needed: recvmmsg returned short)
+            return 0
+        return taken
+
+    def _read_python(self, ex: EndpointExport, c: _Client, limit: int) -> int:
+        recv_into = c.sock.recv_into
+        buf, view, size = self._rbuf, self._rview, len(self._rbuf)
+        peeked = taken = 0
+        resets = 0
+        end = ""  # why the batch stopped early: "", "again", "eof?", "oversized", "parked", "error"
+        n = 0
+        while peeked < limit:
+            try:
+                n = recv_into(buf, size, _PEEK_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                end = "again"
+                break
+            except ConnectionResetError:
+                resets += 1
+                if resets < _RESETS:
+                    continue
+                end = "error"
+                break
+            except OSError:
+                end = "error"
+                break
+            peeked += 1
+            if n == 0 and self._hung_up(c):
+                end = "eof?"  # end of file, or an empty record just before it: told apart below
+                break
+            if n > self._maxp:
+                end = "oversized"
+                break
+            if not self._send_one(ex, c, view[:n]):
+                end = "parked"
+                break
+            taken += 1
+        if taken:
+            self.transport.flush()  # published: now the records may leave the socket
+            for _ in range(taken):
+                recv_into(buf, 0, socket.MSG_TRUNC)  # dequeue: never fails for a record we peeked
+        if c.peek_off and taken < peeked:
+            self._rewind(c)
+        if end == "again":
+            self._start_reading(ex, c)
+            return 0
+        if end == "error":
+            self._drop_client(ex, c, "read failed")
+            return 0
+        if end == "oversized":
+            self._oversized(ex, c, n)
+            return 0
+        if end == "parked":
+            return 0
+        if end == "eof?":
+            if not self._empty_record_next(c):
+                self._half_closed(ex, c)
+                return 0
+            if not self._send_one(ex, c, view[:0]):
+                return 0
+            self.transport.flush()
+            recv_into(buf, 0, socket.MSG_TRUNC)
+            taken += 1
+        return taken
+
+    def _send_one(self, ex: EndpointExport, c: _Client, payload: memoryview) -> bool:
+        """Queue one record in the ring; False when no buffer took it (the client is parked)."""
+        r = self.transport.send(ex.ch, payload)
+        if r is TxResult.SENT:
+            ex.stats.tx_records += 1
+            return True
+        if r is TxResult.REFUSED:  # can never be sent (counted and logged by the daemon): consumed
+            ex.stats.tx_refused += 1
+            return True
+        self._park(ex, c)  # TxResult.NO_BUFFER: the record stays in the socket
+        return False
+
+    def _rewind(self, c: _Client) -> None:
+        """Records were peeked but not consumed: peek from the head of the queue again."""
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+        except OSError:
+            c.peek_off = False
+
+    def _oversized(self, ex: EndpointExport, c: _Client, n: int) -> None:
+        ex.stats.tx_oversized += 1
+        log.warning(
+            "client of %s wrote a %d-byte record, more than the %d an rpmsg message holds: disconnected",
+            ex.path.name, n, self._maxp,
+        )  # fmt: skip
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._drop_client(ex, c, "oversized record")
+
+    def _empty_record_next(self, c: _Client) -> bool:
+        """After a 0-byte peek from a peer that shut down: an empty record (True), or end of file?
+
+        Both read 0 bytes.  A record carries the ``SCM_CREDENTIALS`` message
+        of a socket with ``SO_PASSCRED`` (``scm_recv``); end of file returns
+        before it (``unix_dgram_recvmsg``).  The records before it are
+        consumed, so a plain peek (offset off) sees the head of the queue.
+        """
+        s = c.sock
+        try:
+            if c.peek_off:
+                s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+            _data, anc, _flags, _addr = s.recvmsg(0, _CRED_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        finally:
+            if c.peek_off:
+                self._rewind(c)
+        return bool(anc)
+
+    def _half_closed(self, ex: EndpointExport, c: _Client) -> None:
+        """The client shut down its writing side: it still receives until it closes (socket semantics)."""
+        c.eof = True
+        if c.reading:
+            self.loop.remove_reader(c.fd)
+            c.reading = False
+        if self._hup is None:
+            self._hup = select.epoll()
+            self.loop.add_reader(self._hup.fileno(), self._hung_up_clients)
+        self._hup.register(c.fd, 0)  # epoll reports EPOLLHUP whatever the mask: the client closed
+        self._half[c.fd] = (ex, c)
+
+    def _hung_up_clients(self) -> None:
+        assert self._hup is not None
+        for fd, _ev in self._hup.poll(0):
+            item = self._half.get(fd)
+            if item is not None:
+                self._drop_client(item[0], item[1], "closed by the client")
 
     def _hung_up(self, c: _Client) -> bool:
-        """After a 0-byte read: EOF, or an empty record?  Only a hung-up peer gives EOF."""
+        """After a 0-byte read: did the peer shut down (then it is EOF, or an empty record before it)?"""
         self._poll.register(c.fd, select.POLLRDHUP)
         try:
             return bool(self._poll.poll(0))

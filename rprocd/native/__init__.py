@@ -36,23 +36,23 @@ def _cache_dir() -> Path:
     return Path(base) / "rprocd"
 
 
-def build(dest: Path | None = None, *, cc: str | None = None) -> Path | None:
-    """Compile barrier.c into a shared object; returns its path, or None without a compiler."""
+def build(dest: Path | None = None, *, cc: str | None = None, source: Path = _SOURCE) -> Path | None:
+    """Compile ``source`` (barrier.c) into a shared object; returns its path, or None without a compiler."""
     cc = cc or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
         return None
-    src = _SOURCE.read_bytes()
+    src = source.read_bytes()
     if dest is None:
         tag = hashlib.sha256(src + os.uname().machine.encode()).hexdigest()[:16]
-        dest = _cache_dir() / f"barrier-{tag}.so"
+        dest = _cache_dir() / f"{source.stem}-{tag}.so"
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd, tmp = tempfile.mkstemp(prefix=".barrier-", suffix=".so", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=dest.parent)
     os.close(fd)
     try:
         subprocess.run(
-            [cc, "-O2", "-shared", "-fPIC", "-o", tmp, str(_SOURCE)],
+            [cc, "-O2", "-shared", "-fPIC", "-o", tmp, str(source)],
             check=True,
             capture_output=True,
             timeout=60,
