@@ -534,6 +534,10 @@ class _Writer(threading.Thread):
             self.accepted += 1
 
 
+def _wrote(writer: _Writer, n: int) -> bool:
+    return writer.accepted >= n or writer.error is not None
+
+
 def _stopped(pid: int) -> bool:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2] == "T"
@@ -566,9 +570,9 @@ def test_daemon_killed_20_times_during_sink_traffic_loses_nothing_it_read(board:
             writer = _Writer(sock)
             writer.start()
             target = rnd.randint(200, 3000)
-            wait_for(lambda: writer.accepted >= target or writer.error, 30, f"traffic through daemon #{k}")
+            wait_for(partial(_wrote, writer, target), 30, f"traffic through daemon #{k}")
             os.kill(daemon.pid, signal.SIGSTOP)
-            wait_for(lambda: _stopped(daemon.pid), 10, f"daemon #{k} to stop")
+            wait_for(partial(_stopped, daemon.pid), 10, f"daemon #{k} to stop")
             writer.quit.set()
             writer.join(10)
             assert writer.error is None, writer.error
