@@ -479,10 +479,14 @@ class RemoteHost:
         return ok
 
     def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
-        done = self.sockets.deliver(ch, payload)
+        self.sockets.stage(ch, payload)  # to the sockets at flush_deliveries, with the rest of the run
         for o in self.observers:
             o.on_rx(self, ch, payload)
-        return done
+        return True
+
+    def flush_deliveries(self) -> int:
+        """Hand the run of staged messages to the sockets; how many of the last ones wait for a slow reader."""
+        return self.sockets.flush_deliveries()
 
     # -- figures -------------------------------------------------------------------
 

@@ -88,12 +88,16 @@ class EndpointStats:
 
 
 class _Client:
-    __slots__ = ("sock", "fd", "queue", "writing", "reading", "closed", "eof", "peek_off", "passcred")
+    __slots__ = (
+        "sock", "fd", "queue", "writing", "reading", "closed", "eof", "peek_off", "passcred", "staged", "staged_idx",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.fd = sock.fileno()
         self.queue: deque[bytes] = deque()
+        self.staged: list[bytes] = []  # to go out at flush_deliveries, in one sendmmsg
+        self.staged_idx: list[int] = []  # their places in the run of staged deliveries
         self.writing = False
         self.reading = False
         self.closed = False
@@ -153,6 +157,9 @@ class SocketExport:
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
         self._batch = sockio.batch(transport.max_payload + 1, _BATCH)  # None: the pure-Python path
+        self._sbatch = sockio.batch(transport.max_payload, _BATCH)
+        self._staging: list[tuple[EndpointExport, _Client]] = []  # clients with staged deliveries
+        self._nstaged = 0
         self._poll = select.poll()
         self._hup: select.epoll | None = None  # half-closed clients, to see when they close
         self._half: dict[int, tuple[EndpointExport, _Client]] = {}
@@ -559,6 +566,108 @@ class SocketExport:
             for c, why in dead:
                 self._drop_client(ex, c, why)
         return done or policy.overflow != "block"
+
+    def stage(self, ch: Channel, payload: bytes) -> None:
+        """Deliver to every client, at the next :meth:`flush_deliveries` (one ``sendmmsg`` per client)."""
+        idx = self._nstaged
+        self._nstaged = idx + 1
+        ex = self.exports.get(ch.local)
+        if ex is None:
+            return
+        clients = ex.clients
+        if not clients:
+            ex.stats.rx_no_client += 1
+            return
+        for c in clients:
+            if c.queue:
+                self._enqueue(ex, c, payload)
+                continue
+            if not c.staged:
+                self._staging.append((ex, c))
+            c.staged.append(payload)
+            c.staged_idx.append(idx)
+
+    def flush_deliveries(self) -> int:
+        """Send what :meth:`stage` queued; how many of the last staged were not wholly handed over.
+
+        A ``block`` client whose socket fills keeps the rest in its queue;
+        the staged deliveries from the first of those on are reported, so
+        the bus leaves them in the ring until the queue is out.
+        """
+        n, self._nstaged = self._nstaged, 0
+        first = n
+        dead: list[tuple[EndpointExport, _Client]] | None = None
+        for ex, c in self._staging:
+            msgs, idxs = c.staged, c.staged_idx
+            if not c.closed:
+                k = self._send_staged(c, msgs)
+                if k < 0:
+                    if dead is None:
+                        dead = []
+                    dead.append((ex, c))
+                else:
+                    ex.stats.rx_delivered += k
+                    if k < len(msgs):
+                        if ex.policy.overflow == "block" and idxs[k] < first:
+                            first = idxs[k]
+                        for i in range(k, len(msgs)):
+                            self._enqueue(ex, c, msgs[i])
+            msgs.clear()
+            idxs.clear()
+        self._staging.clear()
+        if dead:
+            for ex, c in dead:
+                self._drop_client(ex, c, "send failed")
+        return n - first
+
+    def _send_staged(self, c: _Client, msgs: list[bytes]) -> int:
+        """How many of ``msgs`` the client's socket took (stops at the first it refuses); -1: it is gone."""
+        b = self._sbatch
+        total, count = 0, len(msgs)
+        if b is None or count == 1:
+            send = c.sock.send
+            for p in msgs:
+                try:
+                    send(p)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return -1 if total == 0 else total
+                total += 1
+            return total
+        view, lens, stride = b.view, b.lens, b.stride
+        while total < count:
+            m = min(count - total, b.count)
+            for i in range(m):
+                p = msgs[total + i]
+                ln = len(p)
+                off = i * stride
+                view[off : off + ln] = p
+                lens[i] = ln
+            r = b.send(c.fd, m)
+            if r < 0:
+                if r in (-errno.EAGAIN, -errno.EINTR):
+                    return total
+                return -1 if total == 0 else total
+            total += r
+            if r < m:
+                break
+        return total
+
+    def _enqueue(self, ex: EndpointExport, c: _Client, payload: bytes) -> None:
+        """Behind what already waits for this client, within the endpoint's overflow policy."""
+        q = c.queue
+        policy = ex.policy
+        if policy.overflow != "block" and len(q) >= policy.queue:
+            if policy.overflow == "drop-newest":
+                ex.stats.rx_dropped_newest += 1
+                return
+            q.popleft()
+            ex.stats.rx_dropped_oldest += 1
+        q.append(payload)
+        if not c.writing:
+            self.loop.add_writer(c.fd, self._writable, ex, c)
+            c.writing = True
 
     def _writable(self, ex: EndpointExport, c: _Client) -> None:
         q = c.queue
