@@ -308,24 +308,29 @@ class RemoteHost:
             return
         bus = s.bus
         try:
-            bus.reclaim_tx()
-            if (self.sockets.paused or self._tx_waiters) and bus.tx_free():
-                bus.want_tx_space(False)
-                self.sockets.resume()
-                waiters, self._tx_waiters = self._tx_waiters, []
-                for w in waiters:
-                    w()
-            if not SUPPRESS:
-                bus.process_rx()
-                self.flush()
-                return
             rx = bus.rx
             for _ in range(RX_PASSES):
-                rx.want_interrupts(False)  # the remote need not ring for what this pass will see anyway
+                bus.reclaim_tx()
+                if (self.sockets.paused or self._tx_waiters) and bus.tx_free():
+                    bus.want_tx_space(False)
+                    self.sockets.resume()
+                    waiters, self._tx_waiters = self._tx_waiters, []
+                    for w in waiters:
+                        w()
+                    if self.sockets.paused:  # writers parked again: the next freed buffer must wake us
+                        bus.want_tx_space(True)
+                if SUPPRESS:
+                    rx.want_interrupts(False)  # the remote need not ring for what this pass will see anyway
                 bus.process_rx()
                 self.flush()  # re-posted buffers and queued sends out, kicks as the remote wants them
-                if not rx.enable_interrupts_and_check() or bus.rx_held:
-                    break  # interrupts on, nothing raced with the flag (or a consumer holds the rest)
+                if not SUPPRESS:
+                    break
+                # interrupts back on, then look once more (the barrier also orders the tx flag store
+                # before the tx used-ring load): vring0 entries, and freed buffers writers wait for
+                more_rx = rx.enable_interrupts_and_check() and not bus.rx_held
+                more_tx = (self.sockets.paused or bool(self._tx_waiters)) and bus.tx.used_pending() > 0
+                if not (more_rx or more_tx):
+                    break
             else:
                 self.request_service()  # still more: once the loop's other callbacks had their turn
         except (VringError, MemoryAccessError) as e:
