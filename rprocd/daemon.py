@@ -489,6 +489,9 @@ class RemoteHost:
             o.on_rx(self, ch, payload)
         return True
 
+    def prepare_deliveries(self) -> None:
+        self.sockets.prepare_deliveries()
+
     def flush_deliveries(self) -> int:
         """Hand the run of staged messages to the sockets; how many of the last ones wait for a slow reader."""
         return self.sockets.flush_deliveries()

@@ -154,6 +154,7 @@ class RpmsgBus:
         self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
         self._parked: list[tuple[int, Channel]] = []  # rx descs handed over, partly waiting for a slow reader
         self._flush_deliveries = getattr(events, "flush_deliveries", None)  # staged, batched deliveries
+        self._prepare_deliveries = getattr(events, "prepare_deliveries", None)
         self._staged: list[tuple[int, Channel]] = []  # rx descs delivered, to accept at _flush_staged
         self.stats = BusStats()
         spare_pa = buffers.pa + need
@@ -272,6 +273,8 @@ class RpmsgBus:
         assert self._flush_deliveries is not None
         rx = self.rx
         back = 1 if self._held is not None else 0  # (a refused message is the last one taken)
+        if self._prepare_deliveries is not None:
+            self._prepare_deliveries()  # everything but the send itself, before the record
         rx.record_used(back)  # accepted, just before they are handed over
         unsent = self._flush_deliveries()
         if unsent:

@@ -81,9 +81,9 @@ class Batch:
     def eof(self) -> bool:
         return bool(self._eof.value)
 
-    def send(self, fd: int, count: int) -> int:
-        """Send records ``0..count-1`` (lengths in :attr:`lens`); how many the kernel took, or -errno."""
-        return int(self._sendm(fd, self._buf_p, self.stride, count, self._lens_p))
+    def send(self, fd: int, count: int, first: int = 0) -> int:
+        """Send records ``first..first+count-1`` (lengths in :attr:`lens`); how many the kernel took, or -errno."""
+        return int(self._sendm(fd, self._buf_p + first * self.stride, self.stride, count, self._lens_p + 4 * first))
 
 
 LIB = _load()
