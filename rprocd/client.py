@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
 import os
 import select
 import socket
+import struct
+import termios
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -94,6 +98,32 @@ def _hung_up(sock: socket.socket) -> bool:
     return bool(p.poll(0))
 
 
+_SIOCOUTQ = termios.TIOCOUTQ  # the same request number; for AF_UNIX: unix_outq_len() = sk_wmem_alloc
+_INT = struct.Struct("i")
+_DRAIN_FIRST, _DRAIN_MAX = 0.0002, 0.02  # poll intervals (s): nothing wakes a writer when its queue empties
+
+
+def _unread(sock: socket.socket) -> int:
+    """Bytes (buffer space) of records we sent that rprocd has not consumed yet (``SIOCOUTQ``).
+
+    For AF_UNIX this is ``sk_wmem_alloc`` (``unix_outq_len``, net/unix/af_unix.c):
+    a record's skb is charged to the sender until the receiver frees it, and
+    rprocd frees it only after the record is published in the ring (it
+    peeks first).  Raises :class:`EndpointClosed` when rprocd went away: a
+    dead peer's queue is purged after our end is marked shut down, so a
+    queue emptied that way is never taken for "consumed".
+    """
+    buf = bytearray(4)
+    fcntl.ioctl(sock.fileno(), _SIOCOUTQ, buf)
+    n = int(_INT.unpack(buf)[0])
+    if n == 0:
+        p = select.poll()
+        p.register(sock.fileno(), select.POLLRDHUP)
+        if p.poll(0):
+            raise EndpointClosed("rprocd went away: what was not yet consumed is lost with the connection")
+    return n
+
+
 def _connect(path: Path, name: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
@@ -130,6 +160,22 @@ class Endpoint:
             self.sock.send(data)
         except (BrokenPipeError, ConnectionResetError):
             raise EndpointClosed(f"endpoint {self.name!r} is gone") from None
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until rprocd has put every message sent so far into the ring (``SIOCOUTQ`` is 0).
+
+        After it returns, a SIGKILL of rprocd loses none of them: each is in
+        the ring, where the remote takes it (docs/reliability.md).  Raises
+        :class:`TimeoutError`, or :class:`EndpointClosed` if rprocd went away
+        first (then some may be lost: the connection took them along).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _DRAIN_FIRST
+        while _unread(self.sock):
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"endpoint {self.name!r}: messages still waiting after {timeout} s")
+            time.sleep(pause)
+            pause = min(pause * 2, _DRAIN_MAX)
 
     def recv(self, timeout: float | None = None) -> bytes:
         """The next message from the remote; raises :class:`TimeoutError` or :class:`EndpointClosed`."""
@@ -198,6 +244,14 @@ class AsyncEndpoint:
             await self._loop.sock_sendall(self.sock, data)
         except (BrokenPipeError, ConnectionResetError):
             raise EndpointClosed(f"endpoint {self.name!r} is gone") from None
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """:meth:`Endpoint.drain`: wait until every message sent so far is in the ring."""
+        async with asyncio.timeout(timeout):
+            pause = _DRAIN_FIRST
+            while _unread(self.sock):
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _DRAIN_MAX)
 
     async def recv(self, timeout: float | None = None) -> bytes:
         """The next message; raises :class:`TimeoutError` or :class:`EndpointClosed`."""

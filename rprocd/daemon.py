@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
 from .names import safe_name
-from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, sparse
+from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, TxResult, sparse
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
 
@@ -43,6 +44,10 @@ CHECK_INTERVAL = 0.25
 # The endpoint count in "attached to NAME: N endpoints" is logged once it held this long
 # (announcements come one by one right after an attach); STATUS= and observers see each change.
 SETTLE_LOG = 0.5
+# vring0 interrupts off while draining (Linux virtqueue_disable_cb / enable_cb_prepare + re-check);
+# RPROCD_AB_NO_SUPPRESS=1 turns it off, for benchmark A/B runs only
+SUPPRESS = not os.environ.get("RPROCD_AB_NO_SUPPRESS")
+RX_PASSES = 4  # drain passes per service before other callbacks get a turn
 OFFLINE = "remote stopped on request ('rprocctl start' boots it)"
 
 
@@ -372,15 +377,31 @@ class RemoteHost:
             return
         bus = s.bus
         try:
-            bus.reclaim_tx()
-            if (self.sockets.paused or self._tx_waiters) and bus.tx_free():
-                bus.want_tx_space(False)
-                self.sockets.resume()
-                waiters, self._tx_waiters = self._tx_waiters, []
-                for w in waiters:
-                    w()
-            bus.process_rx()
-            self.flush()
+            rx = bus.rx
+            for _ in range(RX_PASSES):
+                bus.reclaim_tx()
+                if (self.sockets.paused or self._tx_waiters) and bus.tx_free():
+                    bus.want_tx_space(False)
+                    self.sockets.resume()
+                    waiters, self._tx_waiters = self._tx_waiters, []
+                    for w in waiters:
+                        w()
+                    if self.sockets.paused:  # writers parked again: the next freed buffer must wake us
+                        bus.want_tx_space(True)
+                if SUPPRESS:
+                    rx.want_interrupts(False)  # the remote need not ring for what this pass will see anyway
+                bus.process_rx()
+                self.flush()  # re-posted buffers and queued sends out, kicks as the remote wants them
+                if not SUPPRESS:
+                    break
+                # interrupts back on, then look once more (the barrier also orders the tx flag store
+                # before the tx used-ring load): vring0 entries, and freed buffers writers wait for
+                more_rx = rx.enable_interrupts_and_check() and not bus.rx_held
+                more_tx = (self.sockets.paused or bool(self._tx_waiters)) and bus.tx.used_pending() > 0
+                if not (more_rx or more_tx):
+                    break
+            else:
+                self.request_service()  # still more: once the loop's other callbacks had their turn
         except (VringError, MemoryAccessError) as e:
             self.stats.ring_errors += 1
             self._session_lost(f"ring error: {e}")
@@ -398,21 +419,22 @@ class RemoteHost:
 
     # -- Transport (for the socket export) ------------------------------------------
 
-    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
-        """Queue one message to the remote (visible after the next flush); False if no buffer is free.
+    def send(self, ch: Channel, payload: bytes | bytearray | memoryview) -> TxResult:
+        """Queue one message to the remote (visible after the next flush).
 
-        A message that can never be sent (the endpoint's peer is unknown) is
-        counted and logged, and reported as sent so that it is not retried.
+        ``NO_BUFFER`` (falsy) when every transmit buffer is with the remote;
+        ``REFUSED`` when it can never be sent (the endpoint's peer is
+        unknown): counted and logged, so that it is not retried.
         """
         s = self.session
         if s is None:
-            return False
+            return TxResult.NO_BUFFER
         try:
-            return s.bus.send_to(ch, payload)
+            return TxResult.SENT if s.bus.send_to(ch, payload) else TxResult.NO_BUFFER
         except RpmsgError as e:
             self.stats.tx_refused += 1
             log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
-            return True
+            return TxResult.REFUSED
 
     def tx_available(self) -> bool:
         return self.tx_credits() > 0
@@ -551,10 +573,17 @@ class RemoteHost:
         return ok
 
     def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
-        done = self.sockets.deliver(ch, payload)
+        self.sockets.stage(ch, payload)  # to the sockets at flush_deliveries, with the rest of the run
         for o in self.observers:
             o.on_rx(self, ch, payload)
-        return done
+        return True
+
+    def prepare_deliveries(self) -> None:
+        self.sockets.prepare_deliveries()
+
+    def flush_deliveries(self) -> int:
+        """Hand the run of staged messages to the sockets; how many of the last ones wait for a slow reader."""
+        return self.sockets.flush_deliveries()
 
     # -- figures -------------------------------------------------------------------
 

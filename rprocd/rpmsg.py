@@ -22,6 +22,7 @@ over and recorded it, or will find it again in the ring when it resumes.
 
 from __future__ import annotations
 
+import enum
 import logging
 import struct
 from dataclasses import dataclass
@@ -58,6 +59,14 @@ def lifecycle_logged(count: int) -> bool:
     return count <= LIFECYCLE_BURST or sparse(count)
 
 
+class TxResult(enum.IntEnum):
+    """What became of one message handed over for sending: the caller must look (falsy only to retry)."""
+
+    NO_BUFFER = 0  # every transmit buffer is with the remote: keep the message, try again later
+    SENT = 1  # in the ring (visible to the remote after the next flush)
+    REFUSED = 2  # can never be sent (the endpoint's peer is unknown): counted, logged, not retried
+
+
 class RpmsgError(Exception):
     """Something the caller asked for is impossible (bad size, unknown channel)."""
 
@@ -86,6 +95,10 @@ class BusEvents(Protocol):
     def can_deliver(self, ch: Channel) -> bool:
         """Whether a message for ``ch`` can be taken now; False holds it in the ring."""
         ...
+
+    # A listener may also offer ``flush_deliveries() -> int``: then :meth:`deliver` only stages a
+    # message, the bus accepts a run of them at once and calls it to hand them over in one go (one
+    # sendmmsg per client); it returns how many of the last ones were not wholly handed over.
 
     def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
         """Take one message (only after :meth:`can_deliver` said yes).
@@ -150,7 +163,10 @@ class RpmsgBus:
         self.by_name: dict[bytes, Channel] = {}
         self._next_addr = RPMSG_RESERVED_ADDRESSES
         self._held: tuple[int, int] | None = None  # rx (desc, len) refused by a consumer
-        self._parked: tuple[int, Channel] | None = None  # rx desc handed over, partly waiting for a slow reader
+        self._parked: list[tuple[int, Channel]] = []  # rx descs handed over, partly waiting for a slow reader
+        self._flush_deliveries = getattr(events, "flush_deliveries", None)  # staged, batched deliveries
+        self._prepare_deliveries = getattr(events, "prepare_deliveries", None)
+        self._staged: list[tuple[int, Channel]] = []  # rx descs delivered, to accept at _flush_staged
         self.stats = BusStats()
         spare_pa = buffers.pa + need
         self.state = HostState(mem, spare_pa, buffers.end - spare_pa)
@@ -215,22 +231,29 @@ class RpmsgBus:
 
     # -- receive -----------------------------------------------------------------
 
+    @property
+    def rx_held(self) -> bool:
+        """A consumer holds the remote back (a message waits in the ring or for a slow reader)."""
+        return self._held is not None or bool(self._parked)
+
     def process_rx(self) -> int:
         """Handle every message the remote has sent; returns how many."""
         rx = self.rx
         n = 0
         parked = self._parked
-        if parked is not None:
-            desc, ch = parked
-            if not self.events.can_deliver(ch):
-                return 0  # the slow reader still has it queued
-            self._parked = None
-            rx.record_used()  # now wholly delivered
-            rx.add(desc, self.pool_pa + desc * self.buf_size, self.buf_size, VRING_DESC_F_WRITE)
+        if parked:
+            for _desc, ch in parked:
+                if not self.events.can_deliver(ch):
+                    return 0  # the slow reader still has it queued
+            self._parked = []
+            rx.record_used(back=1 if self._held is not None else 0)  # now wholly delivered
+            for desc, _ch in parked:
+                rx.add(desc, self.pool_pa + desc * self.buf_size, self.buf_size, VRING_DESC_F_WRITE)
         held = self._held
         if held is not None:
             self._held = None
             if not self._handle(*held):
+                self._flush_staged()
                 return 0
             n += 1
         pending = rx.used_pending()
@@ -241,8 +264,41 @@ class RpmsgBus:
                 break
             n += 1
             if not pending:
+                if not self._flush_staged():
+                    return n
                 pending = rx.used_pending()
+        self._flush_staged()
         return n
+
+    def _flush_staged(self) -> bool:
+        """Accept the staged deliveries and hand them over at once; False if a slow reader parked some.
+
+        The record comes first (as for one message): a host killed between
+        the two loses that run, one that dies after it has handed it over;
+        the window is one store and one call.  What a full ``block`` client
+        could not take stays in the ring, not accepted, until it is out.
+        """
+        staged = self._staged
+        if not staged:
+            return True
+        assert self._flush_deliveries is not None
+        rx = self.rx
+        back = 1 if self._held is not None else 0  # (a refused message is the last one taken)
+        if self._prepare_deliveries is not None:
+            self._prepare_deliveries()  # everything but the send itself, before the record
+        rx.record_used(back)  # accepted, just before they are handed over
+        unsent = self._flush_deliveries()
+        if unsent:
+            rx.record_used(back + unsent)  # partly queued in our memory: the ring keeps them until they are out
+            self._parked = staged[-unsent:]
+            self.stats.parked += unsent
+            self.stats.held += 1  # the remote is held back all the same
+            del staged[-unsent:]
+        bs = self.buf_size
+        for desc, _ch in staged:
+            rx.add(desc, self.pool_pa + desc * bs, bs, VRING_DESC_F_WRITE)
+        staged.clear()
+        return not unsent
 
     def _handle(self, desc: int, length: int) -> bool:
         """Dispatch one received buffer and repost it; False if the consumer refused it."""
@@ -268,11 +324,22 @@ class RpmsgBus:
                         ch.remote = src  # a host-created endpoint learns its peer from the first message
                         self._save_state()
                     rx = self.rx
-                    rx.record_used()  # accepted, just before it is handed over
+                    staging = self._flush_deliveries is not None
+                    if not staging:
+                        rx.record_used()  # accepted, just before it is handed over
                     ch.rx_msgs += 1
                     ch.rx_bytes += mlen
                     self.stats.rx_msgs += 1
                     self.stats.rx_bytes += mlen
+                    if staging:  # accepted and handed over with the rest of the run: _flush_staged
+                        try:
+                            self.events.deliver(ch, src, data)
+                        except Exception as e:  # a consumer's failure loses this message (counted), never the buffer
+                            self._event_error(f"delivering {mlen} bytes to {ch.name!r}", e)
+                            rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
+                            return True
+                        self._staged.append((desc, ch))
+                        return True
                     try:
                         done = self.events.deliver(ch, src, data)
                     except Exception as e:  # a consumer's failure loses this message (counted), never the buffer
@@ -282,11 +349,13 @@ class RpmsgBus:
                         rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
                         return True
                     rx.record_used(back=1)  # partly queued in our memory: the ring keeps it until it is out
-                    self._parked = (desc, ch)
+                    self._parked = [(desc, ch)]
                     self.stats.parked += 1
                     self.stats.held += 1  # the remote is held back all the same
                     return False
                 elif dst == RPMSG_NS_ADDR and self.ns:
+                    if not self._flush_before(desc, length):
+                        return False
                     try:
                         self._name_service(data, src)
                     except (VringError, MemoryAccessError):
@@ -300,9 +369,21 @@ class RpmsgBus:
                             "dropped %d-byte message from %#x to unknown address %#x (%d such so far)",
                             mlen, src, dst, self.stats.rx_unknown_dst,
                         )  # fmt: skip
+        if not self._flush_before(desc, length):
+            return False
         self.rx.record_used()
         self.rx.add(desc, self.pool_pa + off, bs, VRING_DESC_F_WRITE)
         return True
+
+    def _flush_before(self, desc: int, length: int) -> bool:
+        """Hand the staged deliveries over before a message that is not one; False: it waits (held)."""
+        if not self._staged:
+            return True
+        self._held = (desc, length)  # (counted out of what _flush_staged accepts)
+        if self._flush_staged():
+            self._held = None
+            return True
+        return False
 
     def _bad(self, counter: str, why: str) -> None:
         n = getattr(self.stats, counter) + 1

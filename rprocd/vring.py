@@ -224,6 +224,20 @@ class Vring:
         """
         self._aset(0, 0 if on else VRING_AVAIL_F_NO_INTERRUPT)
 
+    def enable_interrupts_and_check(self) -> int:
+        """Interrupts back on after draining with them off; how many used entries are ready now.
+
+        Linux's ``virtqueue_enable_cb_prepare`` + ``virtqueue_poll``: clear
+        ``VRING_AVAIL_F_NO_INTERRUPT``, full barrier (the flag store before
+        the ``used.idx`` load), look once more: an entry the remote published
+        before it saw the flag rang no doorbell (sim-board.md: "A side that
+        turns notifications back on must look at the ring once more").
+        """
+        self._aset(0, 0)
+        if _MB is not None:
+            _MB()
+        return self.used_pending()
+
     # -- device -> driver --------------------------------------------------------
 
     def used_pending(self) -> int:

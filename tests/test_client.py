@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +19,11 @@ from rprocd.client import (
     Endpoint,
     EndpointClosed,
     EndpointNotFound,
+    _unread,
     endpoint_path,
 )
 
+from .conftest import Board, wait_for
 from .launch_daemon import Rig
 
 N = 1000
@@ -121,3 +125,66 @@ def test_async_control(rig: Rig) -> None:
                 await c.request("status", remote="nope")
 
     asyncio.run(main())
+
+
+# -- drain(): after it returns, a SIGKILL of rprocd loses nothing this client wrote ----------------
+
+
+def _sink_count(runtime: Path) -> int:
+    def connect() -> Endpoint | None:
+        try:
+            return Endpoint.open("rpmsg-sink", runtime_dir=runtime)
+        except (EndpointNotFound, ConnectionRefusedError):
+            return None
+
+    ept = wait_for(connect, 20, "the sink endpoint")
+    assert isinstance(ept, Endpoint)
+    with ept:
+        return int(ept.request(b"STAT", timeout=20).split()[0])
+
+
+def test_drain_then_sigkill_loses_nothing(board: Board) -> None:
+    """A slow remote keeps most records waiting in the socket; drain() returns only once all are in the ring."""
+    procs = board.procs
+    procs.sim(board.dir, "--delay-us", "3000")
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    with Endpoint.open("rpmsg-sink", runtime_dir=board.runtime) as ept:
+        for i in range(60):
+            ept.send(struct.pack("<I", i))
+        ept.drain(timeout=30)
+        procs.stop(daemon, signal.SIGKILL)  # at once: the remote is still consuming the last ones
+    procs.daemon(board.dir, board.runtime)
+    assert _sink_count(board.runtime) == 60
+
+
+def test_drain_raises_when_rprocd_dies_first(board: Board) -> None:
+    procs = board.procs
+    procs.sim(board.dir, "--delay-us", "50000")
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    with Endpoint.open("rpmsg-sink", runtime_dir=board.runtime) as ept:
+        for i in range(30):
+            ept.send(struct.pack("<I", i))
+        with pytest.raises(TimeoutError):
+            ept.drain(timeout=0.05)  # 8 buffers, 50 ms each: most are still in the socket
+        procs.stop(daemon, signal.SIGKILL)
+        with pytest.raises(EndpointClosed):
+            ept.drain(timeout=10)
+
+
+def test_async_drain(board: Board) -> None:
+    procs = board.procs
+    procs.sim(board.dir, "--delay-us", "2000")
+    procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+
+    async def main() -> None:
+        async with await AsyncEndpoint.open("rpmsg-sink", runtime_dir=board.runtime) as ept:
+            for i in range(40):
+                await ept.send(struct.pack("<I", i))
+            await ept.drain(timeout=30)
+            assert not _unread(ept.sock)
+
+    asyncio.run(main())
+    assert _sink_count(board.runtime) == 40

@@ -11,21 +11,31 @@ how fast this machine is.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import random
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from functools import partial
 from pathlib import Path
 
 import pytest
 
 from rprocd.client import Control, Endpoint, EndpointClosed
+from rprocd.layout import TCC807X
 from rprocd.names import safe_name
 from rprocd.sim.faults import HOSTILE_NAMES, parse_kinds
 from rprocd.sim.remote import add_arguments
+from rprocd.vring import vring_offsets
 from tests.conftest import ENDPOINTS, Board, Procs, wait_for
 from tests.traffic import (
+    VRING_ALIGN,
+    VRING_NUM,
     Client,
     count_lines,
     echo_payload,
@@ -443,3 +453,150 @@ def test_client_library_reads_what_a_killed_daemon_handed_over(board: Board) -> 
         except EndpointClosed:
             pass
     assert got == list(range(len(got))) and len(got) >= delivered, f"read {got}, {delivered} were handed over"
+
+
+# -- nothing rprocd read is lost to a SIGKILL (issue 14, section 1) ------------------------------
+
+SINK = "rpmsg-sink"
+SINK_RECORD = 64  # bytes per record of the writer
+
+
+def _outq(sock: socket.socket) -> int:
+    """``SIOCOUTQ``: buffer space of what we sent that the peer has not consumed (``sk_wmem_alloc``)."""
+    buf = bytearray(4)
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+    return int(struct.unpack("i", buf)[0])
+
+
+def _record_charge(tmp: Path) -> int:
+    """What one unconsumed SINK_RECORD-byte record adds to its sender's ``SIOCOUTQ`` on this kernel.
+
+    ``unix_outq_len`` is ``sk_wmem_alloc``: the skbs' truesize, not their
+    bytes; a socket pair measures it (1 and 3 records, to see it is linear).
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as lst:
+        lst.bind(str(tmp / "calibrate.sock"))
+        lst.listen(1)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as c:
+            c.connect(str(tmp / "calibrate.sock"))
+            peer, _ = lst.accept()
+            with peer:
+                c.send(bytes(SINK_RECORD))
+                one = _outq(c)
+                c.send(bytes(SINK_RECORD))
+                c.send(bytes(SINK_RECORD))
+                assert one > 0 and _outq(c) == 3 * one
+    return one
+
+
+def _vring1_avail_idx(board: Path) -> int:
+    pa = TCC807X.vrings[1].pa
+    avail, _used, _size = vring_offsets(pa, VRING_NUM, VRING_ALIGN)
+    with open(board / "memory", "rb") as f:
+        f.seek(pa - TCC807X.window.pa + avail + 2)
+        return int(struct.unpack("<H", f.read(2))[0])
+
+
+def _connect_retry(path: Path) -> socket.socket:
+    def attempt() -> socket.socket | None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            s.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
+            return None
+        return s
+
+    return wait_for(attempt, 20, f"a connection to {path}")  # type: ignore[return-value]
+
+
+class _Writer(threading.Thread):
+    """Writes SINK_RECORD-byte records as fast as the socket takes them; counts what the kernel accepted."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(daemon=True)
+        self.sock = sock
+        self.accepted = 0
+        self.quit = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        self.sock.settimeout(0.02)
+        rec = bytes(SINK_RECORD)
+        while not self.quit.is_set():
+            try:
+                self.sock.send(rec)
+            except TimeoutError:
+                continue  # full: rprocd stopped or the remote is behind
+            except OSError as e:
+                self.error = e
+                return
+            self.accepted += 1
+
+
+def _wrote(writer: _Writer, n: int) -> bool:
+    return writer.accepted >= n or writer.error is not None
+
+
+def _stopped(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
+
+
+def test_daemon_killed_20_times_during_sink_traffic_loses_nothing_it_read(board: Board, tmp_path: Path) -> None:
+    """At every kill, everything rprocd had read from the client is published in vring1.
+
+    Kill by kill: SIGSTOP rprocd mid-stream, stop the writer, and read the
+    client's unread records (``SIOCOUTQ`` over the measured charge of one
+    record) and vring1's ``avail.idx`` from the board.  Then SIGKILL, restart,
+    and ask the sink for its count on a new connection (``STAT``).  With
+    accepted = what the kernel took from the client and read = accepted -
+    unread, summed over the connections so far:
+    read <= published (each record rprocd read is in the ring at that instant)
+    and read <= STAT == published <= accepted: 0 lost of what rprocd read.
+    """
+    rnd = random.Random(14)
+    charge = _record_charge(tmp_path)
+    procs = board.procs
+    procs.sim(board.dir)
+    daemon = procs.daemon(board.dir, board.runtime)
+    board.wait_endpoints()
+    path = board.ept_dir / SINK
+    avail0 = _vring1_avail_idx(board.dir)
+    accepted = read = stats_sent = 0
+    sock = _connect_retry(path)
+    try:
+        for k in range(20):
+            writer = _Writer(sock)
+            writer.start()
+            target = rnd.randint(200, 3000)
+            wait_for(partial(_wrote, writer, target), 30, f"traffic through daemon #{k}")
+            os.kill(daemon.pid, signal.SIGSTOP)
+            wait_for(partial(_stopped, daemon.pid), 10, f"daemon #{k} to stop")
+            writer.quit.set()
+            writer.join(10)
+            assert writer.error is None, writer.error
+            outq = _outq(sock)
+            assert outq % charge == 0, f"SIOCOUTQ {outq} is not a whole number of {charge}-byte charges"
+            unread = outq // charge
+            published = (_vring1_avail_idx(board.dir) - avail0) & 0xFFFF  # (fewer than 65 536 in all)
+            accepted += writer.accepted
+            read += writer.accepted - unread
+            assert read <= published - stats_sent <= accepted, (
+                f"kill #{k}: rprocd read {read} records, {published - stats_sent} are in vring1, "
+                f"{accepted} were accepted"
+            )
+            procs.stop(daemon, signal.SIGKILL)
+            sock.close()
+            daemon = procs.daemon(board.dir, board.runtime)
+            wait_for(partial(_resumed, procs, k + 1), 20, f"daemon #{k + 1} to resume")
+            sock = _connect_retry(path)
+            sock.settimeout(20)
+            sock.send(b"STAT")
+            stats_sent += 1
+            count = int(sock.recv(64).split()[0])
+            assert read <= count <= accepted, f"kill #{k}: the sink counted {count}, rprocd had read {read}"
+            assert count == published - (stats_sent - 1), f"kill #{k}: the sink counted {count}, {published} in vring1"
+    finally:
+        sock.close()
+    assert read > 20 * 200 // 2  # the writers did write

@@ -25,7 +25,7 @@ import pytest
 from rprocd.control import ControlServer
 from rprocd.exports.sockets import SocketExport
 from rprocd.files import ACCEPT_BACKOFF
-from rprocd.rpmsg import Channel
+from rprocd.rpmsg import Channel, TxResult
 from rprocd.sim.faults import FLOOD_COUNT
 from tests.conftest import ENDPOINTS, REPO, Board, wait_for
 from tests.test_backpressure import config
@@ -239,8 +239,8 @@ def test_a_table_rewritten_with_ver_2_is_logged_as_such(rig) -> None:  # noqa: F
 class _Transport:
     max_payload = 496
 
-    def send(self, ch: Channel, payload: memoryview) -> bool:
-        return True
+    def send(self, ch: Channel, payload: memoryview) -> TxResult:
+        return TxResult.SENT
 
     def tx_available(self) -> bool:
         return True

@@ -16,7 +16,7 @@ from rprocd.exports.sockets import SocketExport
 from rprocd.hoststate import HEADER, MAGIC, RECORD, HostState
 from rprocd.memory import MemoryMap
 from rprocd.names import MAX_SAFE, SUN_PATH, check_name, fits, safe_name
-from rprocd.rpmsg import Channel
+from rprocd.rpmsg import Channel, TxResult
 
 
 def test_plain_names_unchanged() -> None:
@@ -99,8 +99,8 @@ def test_one_name_rule_for_name_service_and_resume() -> None:
 class _Stub:
     max_payload = 496
 
-    def send(self, ch: Channel, payload: memoryview) -> bool:
-        return True
+    def send(self, ch: Channel, payload: memoryview) -> TxResult:
+        return TxResult.SENT
 
     def tx_available(self) -> bool:
         return True

@@ -10,6 +10,7 @@ from rprocd.memory import MemoryMap, span_over
 from rprocd.rpmsg import HDR, NS_MSG, RPMSG_NS_ADDR, Channel, RpmsgError
 from rprocd.session import Session, read_table
 from rprocd.sim.device_vring import DeviceVring
+from rprocd.vring import Vring
 
 L = TCC807X
 
@@ -191,3 +192,67 @@ def test_host_endpoint_learns_its_peer(rig) -> None:
     assert ch.remote == 2000 and bus.send_to(ch, b"back")
     with pytest.raises(RpmsgError, match="exists already"):
         bus.create_endpoint("host-ept")
+
+
+class StagingEvents(Events):
+    """A consumer that hands messages over in runs (``flush_deliveries``), like the socket export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[list[bytes]] = []
+        self.staged: list[bytes] = []
+        self.unsent = 0  # how many of the last staged the next flush cannot hand over
+        self.used_event_at_flush: list[int] = []
+        self.bus_rx: Vring | None = None
+
+    def deliver(self, ch: Channel, src: int, payload: bytes) -> bool:
+        self.staged.append(payload)
+        return True
+
+    def flush_deliveries(self) -> int:
+        assert self.bus_rx is not None
+        self.used_event_at_flush.append(self.bus_rx.used_event())
+        self.runs.append(self.staged)
+        self.staged = []
+        n, self.unsent = self.unsent, 0
+        return n
+
+
+def test_staged_deliveries_are_accepted_as_a_run_and_a_partial_run_stays_in_the_ring() -> None:
+    mem = bytearray(L.window.size)
+    t = rt.build([rt.Vdev(7, 0, 1, 0, 0, (rt.VdevVring(0x200C8000, 16, 8, 0), rt.VdevVring(0x200C9000, 16, 8, 1)))])
+    off = L.table_pa - L.window.pa
+    mem[off : off + len(t)] = t
+    ev = StagingEvents()
+    m = MemoryMap([(L.window.pa, mem)])
+    s = Session(m, L, read_table(m, L), ev)
+    s.attach()
+    bus = s.bus
+    ev.bus_rx = bus.rx
+    remote = Remote(mem)
+    remote.announce(b"tty", 1024)
+    bus.process_rx()
+    bus.flush()
+    (tty,) = ev.added
+    for i in range(5):
+        remote.send(1024, tty.local, b"%d" % i)
+    bus.process_rx()
+    # one run of 5, recorded as accepted (used_event = 1 announcement + 5) before it was handed over
+    assert ev.runs == [[b"0", b"1", b"2", b"3", b"4"]] and ev.used_event_at_flush == [6]
+    bus.flush()
+    assert remote.tx.avail_pending() == 8  # every buffer re-posted
+    for i in range(5, 9):
+        remote.send(1024, tty.local, b"%d" % i)
+    ev.unsent = 2  # a full block client keeps the last 2 of this run queued
+    bus.process_rx()
+    assert ev.runs[-1] == [b"5", b"6", b"7", b"8"]
+    assert bus.rx.used_event() == 6 + 2  # the 2 stay unaccepted in the ring
+    assert bus.rx_held and bus.stats.parked == 2
+    bus.flush()
+    assert remote.tx.avail_pending() == 6  # their buffers are not re-posted yet
+    ev.accept = False
+    assert bus.process_rx() == 0  # the slow reader still has them
+    ev.accept = True
+    bus.process_rx()  # out now: accepted and re-posted
+    bus.flush()
+    assert bus.rx.used_event() == 10 and remote.tx.avail_pending() == 8 and not bus.rx_held

@@ -1,13 +1,24 @@
-"""The socket export in-process, with a stub transport: delivery and parking edge cases."""
+"""The socket export: in-process with a stub transport (delivery, parking, the read path's edge cases),
+and against the daemon on a virtual board (half-closed clients, the README's socat example)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import select
 import socket
+import subprocess
+import termios
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from rprocd.exports.sockets import EndpointPolicy, SocketExport
-from rprocd.rpmsg import Channel
+from rprocd.native import sockio
+from rprocd.rpmsg import Channel, TxResult
+from tests.conftest import Board, wait_for
+from tests.traffic import endpoint_stats, stats
 
 
 class Stub:
@@ -17,11 +28,16 @@ class Stub:
         self.free = 0
         self.sent: list[bytes] = []
         self.waits = 0
+        self.flushes = 0
+        self.flushed_at: list[int] = []  # len(sent) at each flush
+        self.on_flush: Callable[[], None] = lambda: None
 
-    def send(self, ch: Channel, payload: memoryview) -> bool:
+    def send(self, ch: Channel, payload: memoryview) -> TxResult:
+        if self.free <= 0:
+            return TxResult.NO_BUFFER
         self.free -= 1
         self.sent.append(bytes(payload))
-        return True
+        return TxResult.SENT
 
     def tx_available(self) -> bool:
         return self.free > 0
@@ -33,7 +49,9 @@ class Stub:
         pass
 
     def flush(self) -> None:
-        pass
+        self.flushes += 1
+        self.flushed_at.append(len(self.sent))
+        self.on_flush()
 
     def wait_for_tx(self) -> None:
         self.waits += 1
@@ -92,3 +110,114 @@ def test_writers_park_in_order_when_no_buffer_is_free(tmp_path: Path) -> None:
     assert not exp.paused and all(c.reading for c in ex.clients)
     exp.close()
     loop.close()
+
+
+# -- half-close, empty records and end of file (both read paths) ---------------------------------
+
+
+@pytest.fixture(params=["native", "python"])
+def read_path(request: pytest.FixtureRequest) -> str:
+    if request.param == "native" and sockio.LIB is None:
+        pytest.fail("the native sockio helper did not build (is a C compiler installed?)")
+    return str(request.param)
+
+
+def test_empty_records_are_sent_and_eof_half_closes(tmp_path: Path, read_path: str) -> None:
+    """0 bytes read is an empty record (a legal rpmsg message) or the client's shutdown: never confused."""
+    loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
+    if read_path == "python":
+        exp._batch = None
+    ex = exp.exports[ch.local]
+    (c,) = ex.clients
+    stub.free = 8
+    for m in (b"", b"x", b"", b"yz", b""):
+        a.send(m)
+    a.shutdown(socket.SHUT_WR)
+    exp._readable(ex, c)
+    assert stub.sent == [b"", b"x", b"", b"yz", b""]  # the last one, just before the EOF, too
+    assert c.eof and not c.closed and ex.clients == [c]  # half-closed: it still receives
+    assert exp.deliver(ch, b"reply")
+    a.settimeout(5)
+    assert a.recv(100) == b"reply"
+    a.close()
+    wait = select.poll()
+    assert exp._hup is not None
+    wait.register(exp._hup.fileno(), select.POLLIN)
+    assert wait.poll(5000)  # the loop would call back now
+    exp._hung_up_clients()
+    assert c.closed and ex.clients == []
+    exp.close()
+    loop.close()
+
+
+def test_records_stay_in_the_socket_until_published(tmp_path: Path, read_path: str) -> None:
+    """With 2 buffers free and 5 records, 2 are taken and 3 stay queued (peeked ones are rewound)."""
+    loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
+    if read_path == "python":
+        exp._batch = None
+    ex = exp.exports[ch.local]
+    (c,) = ex.clients
+    stub.free = 2
+    for i in range(5):
+        a.send(bytes([i]))
+    at_flush: list[int] = []
+    stub.on_flush = lambda: at_flush.append(_outq(a))
+    exp._readable(ex, c)
+    assert stub.sent == [b"\0", b"\1"] and exp.paused
+    # published while all 5 were still in the socket; the 2 left it only then
+    assert stub.flushed_at[0] == 2 and at_flush[0] * 3 == _outq(a) * 5 > 0
+    stub.free = 8
+    exp.resume()
+    assert stub.sent == [bytes([i]) for i in range(5)]
+    exp.close()
+    loop.close()
+
+
+def _outq(sock: socket.socket) -> int:
+    buf = bytearray(4)
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+    return int.from_bytes(buf, "little", signed=True)
+
+
+def test_oversized_record_disconnects_after_the_records_before_it(tmp_path: Path, read_path: str) -> None:
+    loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
+    if read_path == "python":
+        exp._batch = None
+    ex = exp.exports[ch.local]
+    (c,) = ex.clients
+    stub.free = 8
+    a.send(b"ok")
+    a.send(bytes(497))
+    exp._readable(ex, c)
+    assert stub.sent == [b"ok"] and c.closed and ex.stats.tx_oversized == 1
+    exp.close()
+    loop.close()
+
+
+def test_readme_socat_example_prints_the_echo(running: Board) -> None:
+    """README: ``echo -n ping | socat - UNIX-CONNECT:/run/rprocd/main/ept/rpmsg-tty,type=5``.
+
+    socat shuts its writing side down at the end of its input, then waits
+    (0.5 s, its ``-t``) for the reply: a half-closed client keeps receiving.
+    """
+    path = running.ept_dir / "rpmsg-tty"
+    out = subprocess.run(
+        f"echo -n ping | socat - UNIX-CONNECT:{path},type=5", shell=True, capture_output=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"ping"
+
+
+def test_half_closed_client_gets_every_echo_then_is_dropped_when_it_closes(running: Board) -> None:
+    s = running.connect("rpmsg-client-sample")
+    for i in range(20):
+        s.send(b"%d" % i)
+    s.shutdown(socket.SHUT_WR)
+    assert [s.recv(64) for _ in range(20)] == [b"%d" % i for i in range(20)]
+
+    def clients() -> int:
+        return int(endpoint_stats(stats(running.runtime), "rpmsg-client-sample")["clients"])
+
+    assert clients() == 1
+    s.close()
+    wait_for(lambda: clients() == 0, 10, "the closed client to be dropped")

@@ -14,6 +14,7 @@ stream layer on the hot path.  Flow control both ways:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import select
@@ -26,12 +27,17 @@ from typing import Protocol
 
 from ..files import CLIENT_RESERVE, FD_RESERVE, AcceptPause, accept_all, chgrp, clear_stale_sockets, fd_room
 from ..names import MAX_SAFE, fits, safe_name
-from ..rpmsg import Channel, lifecycle_logged, sparse
+from ..native import sockio
+from ..rpmsg import Channel, TxResult, lifecycle_logged, sparse
 
 log = logging.getLogger("rprocd.sockets")
 
 OVERFLOW_POLICIES = ("block", "drop-oldest", "drop-newest")
 _BATCH = 64  # records read from one client per wake-up, for fairness between clients
+SO_PEEK_OFF = getattr(socket, "SO_PEEK_OFF", 42)  # asm-generic/socket.h; Python 3.11 does not name it
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_TRUNC  # MSG_TRUNC: the record's real length, so oversize shows
+_CRED_SPACE = socket.CMSG_SPACE(12)  # struct ucred
+_RESETS = 3  # ECONNRESET is reported once before the records a closed client left: read past it
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class Transport(Protocol):
 
     max_payload: int
 
-    def send(self, ch: Channel, payload: memoryview) -> bool: ...
+    def send(self, ch: Channel, payload: memoryview) -> TxResult: ...
 
     def tx_available(self) -> bool: ...
 
@@ -79,18 +85,38 @@ class EndpointStats:
     tx_records: int = 0
     tx_oversized: int = 0
     accept_pauses: int = 0  # accept() ran out of descriptors: the listener rested a while
+    tx_refused: int = 0  # records that can never be sent (the endpoint's peer is unknown), consumed
 
 
 class _Client:
-    __slots__ = ("sock", "fd", "queue", "writing", "reading", "closed")
+    __slots__ = (
+        "sock", "fd", "queue", "writing", "reading", "closed", "eof", "peek_off", "passcred", "staged", "staged_idx",
+        "slot", "nprep",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.fd = sock.fileno()
         self.queue: deque[bytes] = deque()
+        self.staged: list[bytes] = []  # to go out at flush_deliveries, in one sendmmsg
+        self.staged_idx: list[int] = []  # their places in the run of staged deliveries
+        self.slot = self.nprep = 0  # where prepare_deliveries put the first nprep of them in the send buffer
         self.writing = False
         self.reading = False
         self.closed = False
+        self.eof = False  # the client shut down its writing side; it still receives
+        # SO_PEEK_OFF: each MSG_PEEK returns the next record (Linux >= 3.4 for SEQPACKET; 5.10 has it)
+        self.peek_off = _setopt(sock, SO_PEEK_OFF, 0)
+        # SO_PASSCRED: every record read carries SCM_CREDENTIALS, so an empty record is told from EOF
+        self.passcred = _setopt(sock, socket.SO_PASSCRED, 1)
+
+
+def _setopt(sock: socket.socket, opt: int, value: int) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, opt, value)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(eq=False)
@@ -131,9 +157,16 @@ class SocketExport:
         self.mode, self.gid = mode, gid
         self.exports: dict[int, EndpointExport] = {}  # by local address
         self._parked: deque[tuple[EndpointExport, _Client]] = deque()  # waiting for a tx buffer, in order
+        self._maxp = transport.max_payload
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
+        self._batch = sockio.batch(transport.max_payload + 1, _BATCH)  # None: the pure-Python path
+        self._sbatch = sockio.batch(transport.max_payload, _BATCH)
+        self._staging: list[tuple[EndpointExport, _Client]] = []  # clients with staged deliveries
+        self._nstaged = 0
         self._poll = select.poll()
+        self._hup: select.epoll | None = None  # half-closed clients, to see when they close
+        self._half: dict[int, tuple[EndpointExport, _Client]] = {}
         self.directory_ready = False
         self.export_failures = 0  # channels left without a socket (no descriptor, no room, bad path)
         self._lifecycle = [0, 0]  # sockets made and removed, for pacing their log lines
@@ -222,6 +255,10 @@ class SocketExport:
     def close(self) -> None:
         for ex in list(self.exports.values()):
             self.remove(ex.ch)
+        if self._hup is not None:
+            self.loop.remove_reader(self._hup.fileno())
+            self._hup.close()
+            self._hup = None
 
     # -- clients -----------------------------------------------------------------
 
@@ -249,6 +286,8 @@ class SocketExport:
         if c.closed:
             return
         c.closed = True
+        if c.eof and self._half.pop(c.fd, None) is not None and self._hup is not None:
+            self._hup.unregister(c.fd)
         if c.reading:
             self.loop.remove_reader(c.fd)
         if c.writing:
@@ -265,53 +304,214 @@ class SocketExport:
             self.transport.rx_unblocked()
 
     def _readable(self, ex: EndpointExport, c: _Client) -> None:
+        """Move what the client wrote into vring1: peek, add, publish, and only then consume.
+
+        A record is at every instant either still in the client's socket or
+        published in the ring (DESIGN.md, "Kill safety and batching are not
+        at odds"): a SIGKILL at any point loses nothing rprocd took.  Up to
+        the free transmit buffers are peeked per batch (``SO_PEEK_OFF``: each
+        ``MSG_PEEK`` returns the next record), added, published by one
+        ``flush()``, then consumed; with the native helper each of the two
+        socket steps is one ``recvmmsg``.
+        """
         t = self.transport
-        recv_into = c.sock.recv_into
-        buf, view = self._rbuf, self._rview
-        size = len(buf)
-        maxp = t.max_payload
-        sent = False
-        credits = t.tx_credits()
-        for _ in range(_BATCH):
+        budget = _BATCH
+        while budget > 0 and not c.closed:
+            credits = t.tx_credits()
             if not credits:
-                credits = t.tx_credits()
-                if not credits:
-                    self._park(ex, c)
-                    break
-            try:
-                n = recv_into(buf, size, socket.MSG_TRUNC)
-            except (BlockingIOError, InterruptedError):
-                self._start_reading(ex, c)  # drained: wait for more (it may come from resume(), unregistered)
-                break
-            except OSError as e:
-                self._drop_client(ex, c, str(e))
-                break
-            if n == 0 and self._hung_up(c):
-                self._drop_client(ex, c, "closed by the client")
-                break
-            if n > maxp:
-                ex.stats.tx_oversized += 1
-                log.warning(
-                    "client of %s wrote a %d-byte record, more than the %d an rpmsg message holds: disconnected",
-                    ex.path.name, n, maxp,
-                )  # fmt: skip
-                try:
-                    c.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                self._drop_client(ex, c, "oversized record")
-                break
-            t.send(ex.ch, view[:n])
-            credits -= 1
-            ex.stats.tx_records += 1
-            sent = True
-        else:
+                self._park(ex, c)
+                return
+            limit = min(credits, budget) if c.peek_off else 1
+            if self._batch is not None and c.passcred:
+                taken = self._read_native(ex, c, limit)
+            else:
+                taken = self._read_python(ex, c, limit)
+            if taken <= 0:
+                return  # drained (waiting on the loop again), parked, half-closed or dropped
+            budget -= taken
+        if not c.closed and not c.eof:
             self._start_reading(ex, c)  # batch done: others get their turn, then epoll brings it back
-        if sent:
-            t.flush()  # now, not on the next loop turn: latency; the remote's NO_NOTIFY batches kicks
+
+    def _read_native(self, ex: EndpointExport, c: _Client, limit: int) -> int:
+        b = self._batch
+        assert b is not None
+        for _ in range(_RESETS):
+            n = b.recv(c.fd, limit, _PEEK_FLAGS)
+            if n != -errno.ECONNRESET:
+                break  # (a reset is reported once, before the records the client wrote: read on)
+        if n < 0:
+            if n in (-errno.EAGAIN, -errno.EINTR):
+                self._start_reading(ex, c)
+            else:
+                self._drop_client(ex, c, os.strerror(-n))
+            return 0
+        eof = b.eof
+        lens, view, stride = b.lens, b.view, b.stride
+        taken = 0
+        oversized = -1
+        for i in range(n):
+            ln = lens[i]
+            if ln > self._maxp:
+                oversized = ln
+                break
+            off = i * stride
+            if not self._send_one(ex, c, view[off : off + ln]):
+                break
+            taken += 1
+        if taken:
+            self.transport.flush()  # published: now the records may leave the socket
+            b.consume(c.fd, taken)
+        if taken < n and c.peek_off:
+            self._rewind(c)
+        if oversized >= 0:
+            self._oversized(ex, c, oversized)
+            return 0
+        if taken < n:
+            return 0  # parked
+        if eof:
+            self._half_closed(ex, c)
+            return 0
+        if n < limit:
+            self._start_reading(ex, c)  # drained (no EAGAIN needed: recvmmsg returned short)
+            return 0
+        return taken
+
+    def _read_python(self, ex: EndpointExport, c: _Client, limit: int) -> int:
+        recv_into = c.sock.recv_into
+        buf, view, size = self._rbuf, self._rview, len(self._rbuf)
+        peeked = taken = 0
+        resets = 0
+        end = ""  # why the batch stopped early: "", "again", "eof?", "oversized", "parked", "error"
+        n = 0
+        while peeked < limit:
+            try:
+                n = recv_into(buf, size, _PEEK_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                end = "again"
+                break
+            except ConnectionResetError:
+                resets += 1
+                if resets < _RESETS:
+                    continue
+                end = "error"
+                break
+            except OSError:
+                end = "error"
+                break
+            peeked += 1
+            if n == 0 and self._hung_up(c):
+                end = "eof?"  # end of file, or an empty record just before it: told apart below
+                break
+            if n > self._maxp:
+                end = "oversized"
+                break
+            if not self._send_one(ex, c, view[:n]):
+                end = "parked"
+                break
+            taken += 1
+        if taken:
+            self.transport.flush()  # published: now the records may leave the socket
+            for _ in range(taken):
+                recv_into(buf, 0, socket.MSG_TRUNC)  # dequeue: never fails for a record we peeked
+        if c.peek_off and taken < peeked:
+            self._rewind(c)
+        if end == "again":
+            self._start_reading(ex, c)
+            return 0
+        if end == "error":
+            self._drop_client(ex, c, "read failed")
+            return 0
+        if end == "oversized":
+            self._oversized(ex, c, n)
+            return 0
+        if end == "parked":
+            return 0
+        if end == "eof?":
+            if not self._empty_record_next(c):
+                self._half_closed(ex, c)
+                return 0
+            if not self._send_one(ex, c, view[:0]):
+                return 0
+            self.transport.flush()
+            recv_into(buf, 0, socket.MSG_TRUNC)
+            taken += 1
+        return taken
+
+    def _send_one(self, ex: EndpointExport, c: _Client, payload: memoryview) -> bool:
+        """Queue one record in the ring; False when no buffer took it (the client is parked)."""
+        r = self.transport.send(ex.ch, payload)
+        if r is TxResult.SENT:
+            ex.stats.tx_records += 1
+            return True
+        if r is TxResult.REFUSED:  # can never be sent (counted and logged by the daemon): consumed
+            ex.stats.tx_refused += 1
+            return True
+        self._park(ex, c)  # TxResult.NO_BUFFER: the record stays in the socket
+        return False
+
+    def _rewind(self, c: _Client) -> None:
+        """Records were peeked but not consumed: peek from the head of the queue again."""
+        try:
+            c.sock.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, 0)
+        except OSError:
+            c.peek_off = False
+
+    def _oversized(self, ex: EndpointExport, c: _Client, n: int) -> None:
+        ex.stats.tx_oversized += 1
+        log.warning(
+            "client of %s wrote a %d-byte record, more than the %d an rpmsg message holds: disconnected",
+            ex.path.name, n, self._maxp,
+        )  # fmt: skip
+        try:
+            c.sock.recv_into(self._rbuf, 0, socket.MSG_TRUNC)  # refused for good: consumed, so no reset
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._drop_client(ex, c, "oversized record")
+
+    def _empty_record_next(self, c: _Client) -> bool:
+        """After a 0-byte peek from a peer that shut down: an empty record (True), or end of file?
+
+        Both read 0 bytes.  A record carries the ``SCM_CREDENTIALS`` message
+        of a socket with ``SO_PASSCRED`` (``scm_recv``); end of file returns
+        before it (``unix_dgram_recvmsg``).  The records before it are
+        consumed, so a plain peek (offset off) sees the head of the queue.
+        """
+        s = c.sock
+        try:
+            if c.peek_off:
+                s.setsockopt(socket.SOL_SOCKET, SO_PEEK_OFF, -1)
+            _data, anc, _flags, _addr = s.recvmsg(0, _CRED_SPACE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        finally:
+            if c.peek_off:
+                self._rewind(c)
+        return bool(anc)
+
+    def _half_closed(self, ex: EndpointExport, c: _Client) -> None:
+        """The client shut down its writing side: it still receives until it closes (socket semantics)."""
+        c.eof = True
+        if c.reading:
+            self.loop.remove_reader(c.fd)
+            c.reading = False
+        if self._hup is None:
+            self._hup = select.epoll()
+            self.loop.add_reader(self._hup.fileno(), self._hung_up_clients)
+        self._hup.register(c.fd, 0)  # epoll reports EPOLLHUP whatever the mask: the client closed
+        self._half[c.fd] = (ex, c)
+
+    def _hung_up_clients(self) -> None:
+        assert self._hup is not None
+        for fd, _ev in self._hup.poll(0):
+            item = self._half.get(fd)
+            if item is not None:
+                self._drop_client(item[0], item[1], "closed by the client")
 
     def _hung_up(self, c: _Client) -> bool:
-        """After a 0-byte read: EOF, or an empty record?  Only a hung-up peer gives EOF."""
+        """After a 0-byte read: did the peer shut down (then it is EOF, or an empty record before it)?"""
         self._poll.register(c.fd, select.POLLRDHUP)
         try:
             return bool(self._poll.poll(0))
@@ -414,6 +614,139 @@ class SocketExport:
             for c, why in dead:
                 self._drop_client(ex, c, why)
         return done or policy.overflow != "block"
+
+    def stage(self, ch: Channel, payload: bytes) -> None:
+        """Deliver to every client, at the next :meth:`flush_deliveries` (one ``sendmmsg`` per client)."""
+        idx = self._nstaged
+        self._nstaged = idx + 1
+        ex = self.exports.get(ch.local)
+        if ex is None:
+            return
+        clients = ex.clients
+        if not clients:
+            ex.stats.rx_no_client += 1
+            return
+        for c in clients:
+            if c.queue:
+                self._enqueue(ex, c, payload)
+                continue
+            if not c.staged:
+                self._staging.append((ex, c))
+            c.staged.append(payload)
+            c.staged_idx.append(idx)
+
+    def prepare_deliveries(self) -> None:
+        """Lay the staged messages out in the send buffer, so that sending them is one call each.
+
+        The bus records a run as accepted between this and :meth:`flush_deliveries`:
+        the less happens in between, the smaller the window a SIGKILL can hit.
+        """
+        b = self._sbatch
+        if b is None:
+            return
+        view, lens, stride, cap = b.view, b.lens, b.stride, b.count
+        pos = 0
+        for _ex, c in self._staging:
+            msgs = c.staged
+            k = min(len(msgs), cap - pos) if len(msgs) > 1 else 0
+            c.slot, c.nprep = pos, k
+            for i in range(k):
+                p = msgs[i]
+                ln = len(p)
+                off = (pos + i) * stride
+                view[off : off + ln] = p
+                lens[pos + i] = ln
+            pos += k
+
+    def flush_deliveries(self) -> int:
+        """Send what :meth:`stage` queued; how many of the last staged were not wholly handed over.
+
+        A ``block`` client whose socket fills keeps the rest in its queue;
+        the staged deliveries from the first of those on are reported, so
+        the bus leaves them in the ring until the queue is out.
+        """
+        n, self._nstaged = self._nstaged, 0
+        first = n
+        dead: list[tuple[EndpointExport, _Client]] | None = None
+        for ex, c in self._staging:
+            msgs, idxs = c.staged, c.staged_idx
+            if not c.closed:
+                k = self._send_staged(c, msgs)
+                if k < 0:
+                    if dead is None:
+                        dead = []
+                    dead.append((ex, c))
+                else:
+                    ex.stats.rx_delivered += k
+                    if k < len(msgs):
+                        if ex.policy.overflow == "block" and idxs[k] < first:
+                            first = idxs[k]
+                        for i in range(k, len(msgs)):
+                            self._enqueue(ex, c, msgs[i])
+            msgs.clear()
+            idxs.clear()
+        self._staging.clear()
+        if dead:
+            for ex, c in dead:
+                self._drop_client(ex, c, "send failed")
+        return n - first
+
+    def _send_staged(self, c: _Client, msgs: list[bytes]) -> int:
+        """How many of ``msgs`` the client's socket took (stops at the first it refuses); -1: it is gone."""
+        b = self._sbatch
+        total, count = 0, len(msgs)
+        k, c.nprep = c.nprep, 0
+        if k and b is not None:  # laid out by prepare_deliveries: one call
+            r = b.send(c.fd, k, c.slot)
+            if r < 0:
+                return 0 if r in (-errno.EAGAIN, -errno.EINTR) else -1
+            if r < k or k == count:
+                return r
+            total = k
+        if b is None or count - total == 1:
+            send = c.sock.send
+            for p in msgs[total:] if total else msgs:
+                try:
+                    send(p)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    return -1 if total == 0 else total
+                total += 1
+            return total
+        view, lens, stride = b.view, b.lens, b.stride
+        while total < count:
+            m = min(count - total, b.count)
+            for i in range(m):
+                p = msgs[total + i]
+                ln = len(p)
+                off = i * stride
+                view[off : off + ln] = p
+                lens[i] = ln
+            r = b.send(c.fd, m)
+            if r < 0:
+                if r in (-errno.EAGAIN, -errno.EINTR):
+                    return total
+                return -1 if total == 0 else total
+            total += r
+            if r < m:
+                break
+        return total
+
+    def _enqueue(self, ex: EndpointExport, c: _Client, payload: bytes) -> None:
+        """Behind what already waits for this client, within the endpoint's overflow policy."""
+        q = c.queue
+        policy = ex.policy
+        if policy.overflow != "block" and len(q) >= policy.queue:
+            if policy.overflow == "drop-newest":
+                ex.stats.rx_dropped_newest += 1
+                return
+            q.popleft()
+            ex.stats.rx_dropped_oldest += 1
+        q.append(payload)
+        if not c.writing:
+            self.loop.add_writer(c.fd, self._writable, ex, c)
+            c.writing = True
 
     def _writable(self, ex: EndpointExport, c: _Client) -> None:
         q = c.queue
