@@ -7,9 +7,21 @@
  * rings, 8 receive buffers posted to vring0, status 7, ring vring0's notifyid),
  * collects N name-service announcements (default 4), runs the modes in order on
  * rpmsg-client-sample / rpmsg-sink / rpmsg-source, then detaches (status 0, ring).
- * Like rprocd it sleeps in poll() on D/host.sock, wants an interrupt for vring0
- * always and for vring1 only while it waits for a transmit buffer, and kicks only
- * when the remote has not set VRING_USED_F_NO_NOTIFY.  One JSON line per mode.
+ * It is the bench's reference host, written to the standard of an upstream OpenAMP/Linux
+ * virtio driver and then some, so that "through rprocd / this host" means something:
+ *  - it sleeps (never spins): one recvmmsg(MSG_WAITFORONE) per sleep both waits for the
+ *    remote's ring and takes every queued ring (100 ms timeout as a safety net);
+ *  - while awake it sets VRING_AVAIL_F_NO_INTERRUPT on both rings (virtqueue_disable_cb), so a
+ *    busy host costs the remote no rings; before sleeping it asks for vring0 always and for
+ *    vring1 only while it waits for a transmit buffer, fences, and looks once more
+ *    (virtqueue_enable_cb's re-check);
+ *  - it handles everything ready in one pass, publishes avail.idx once per batch and kicks at
+ *    most once per batch, only when the remote has not set VRING_USED_F_NO_NOTIFY, and for
+ *    re-posted receive buffers only when the remote had none left;
+ *  - --early-kick: publish each entry at once and kick at the first of a batch (OpenAMP's
+ *    virtqueue_kick per message), so that a remote on another CPU starts while the host goes
+ *    on; the A/B in bench/README.md says when that pays.
+ * One JSON line per mode.
  *
  * Modes, as bench/client.c does them through rprocd: rtt (16-byte ping-pong),
  * pipe (16-byte echoes, as many in flight as the rings hold), sink (496 bytes,
@@ -17,8 +29,6 @@
  * every sequence number checked).
  */
 #include "common.h"
-
-#include <poll.h>
 
 #define HOST_ADDR 0x400u
 
@@ -35,7 +45,9 @@ static struct {
     uint32_t notify[2];
     uint32_t ept_addr[4]; /* client-sample, tty, sink, source */
     unsigned nns;
-    uint64_t wakeups;
+    uint64_t wakeups, kicks;
+    int early;          /* --early-kick: publish each message and kick at the first of a batch */
+    uint16_t kicked[2]; /* avail.idx of vring0/vring1 as of the last kick (or flush) */
 } H;
 
 static uint8_t *at(uint32_t pa) { return H.mem + (pa - WIN_PA); }
@@ -56,26 +68,64 @@ static void rx_post(unsigned d)
     H.rx_avail_idx++;
 }
 
-/* Publish new avail entries on both rings; kick where the remote wants it. */
+/* Kick the remote for ring i unless it said it needs none (VRING_USED_F_NO_NOTIFY: it is
+ * awake and will look again before it sleeps).  The caller has fenced after publishing. */
+static int kick_if_wanted(int i)
+{
+    const uint8_t *used = i ? H.tx_used : H.rx_used;
+    if (ld16(used) & VRING_USED_F_NO_NOTIFY)
+        return 0;
+    ring_bell(H.sock, &H.remote, H.notify[i], &H.bell);
+    H.kicks++;
+    return 1;
+}
+
+/* New receive buffers need a kick only if the remote had used every one posted before
+ * (rx_old): otherwise it has a buffer and will find the new ones when it needs them.  Safe
+ * because both sides fence between their store and their load: if the remote's last use is
+ * not seen here, its re-check before sleeping sees the new avail.idx. */
+static int remote_starved(uint16_t rx_old) { return ld16(H.rx_used + 2) == rx_old; }
+
+/* Publish new avail entries on both rings; at most one kick, only where the remote wants it
+ * (and none for what an early kick of this batch already announced, see send_msg). */
 static void flush(void)
 {
-    int kick[2] = {0, 0};
+    int kick[2];
+    uint16_t rx_old = H.rx_published;
     if (H.rx_published != H.rx_avail_idx) {
         st16(H.rx_avail + 2, H.rx_avail_idx);
         H.rx_published = H.rx_avail_idx;
-        kick[0] = 1;
     }
     if (H.tx_published != H.tx_avail_idx) {
         st16(H.tx_avail + 2, H.tx_avail_idx);
         H.tx_published = H.tx_avail_idx;
-        kick[1] = 1;
     }
+    kick[0] = H.kicked[0] != H.rx_published; /* what no early kick announced (publish_now) */
+    kick[1] = H.kicked[1] != H.tx_published;
     if (kick[0] || kick[1]) {
+        full_fence(); /* avail.idx stored, now the remote's flag is loaded */
+        kick[0] = kick[0] && remote_starved(rx_old);
+        if (!(kick[1] && kick_if_wanted(1)) && kick[0])
+            kick_if_wanted(0);
+    }
+    H.kicked[0] = H.rx_published;
+    H.kicked[1] = H.tx_published;
+}
+
+/* --early-kick: publish ring i's new entry at once; the first of a batch (since the last
+ * flush) kicks a remote that sleeps, so that it works while the host goes on. */
+static void publish_now(int i)
+{
+    if (!H.early)
+        return;
+    uint16_t idx = i ? H.tx_avail_idx : H.rx_avail_idx;
+    uint16_t *pub = i ? &H.tx_published : &H.rx_published, old = *pub;
+    st16((i ? H.tx_avail : H.rx_avail) + 2, idx);
+    *pub = idx;
+    if ((uint16_t)(idx - H.kicked[i]) == 1) {
         full_fence();
-        if (kick[1] && !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY))
-            ring_bell(H.sock, &H.remote, H.notify[1], &H.bell);
-        else if (kick[0] && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY))
-            ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
+        if ((i || remote_starved(old)) && kick_if_wanted(i))
+            H.kicked[i] = idx;
     }
 }
 
@@ -122,6 +172,7 @@ static int send_msg(uint32_t dst, const void *payload, uint32_t n)
     memcpy(e + 14, &zero, 2);
     st16(H.tx_avail + 4 + 2 * (H.tx_avail_idx & (VR_NUM - 1)), (uint16_t)d);
     H.tx_avail_idx++;
+    publish_now(1);
     return 1;
 }
 
@@ -150,22 +201,33 @@ static unsigned process_rx(on_msg cb)
         cb(get_le32(b), get_le32(b + 4), b + HDR_SIZE, mlen);
         H.rx_last_used++;
         rx_post(d);
+        publish_now(0);
         n++;
     }
     return n;
 }
 
-/* Sleep until the remote rings (or 100 ms), unless something is pending already. */
+/* While the host is awake it asks for no interrupts (virtqueue_disable_cb): the remote then
+ * publishes without ringing.  Before sleeping it asks again -- vring0 always, vring1 only when
+ * it waits for a transmit buffer -- fences, and looks once more (virtqueue_enable_cb's
+ * re-check), so that nothing published meanwhile is slept through.  The sleep and the drain of
+ * every queued ring are one recvmmsg (wait_bells), with a 100 ms timeout as a safety net. */
+static void busy(void)
+{
+    st16(H.rx_avail, VRING_AVAIL_F_NO_INTERRUPT);
+    st16(H.tx_avail, VRING_AVAIL_F_NO_INTERRUPT);
+}
+
 static void wait_ring(int want_tx)
 {
+    st16(H.rx_avail, 0);
     st16(H.tx_avail, want_tx ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
     full_fence();
-    if (ld16(H.rx_used + 2) != H.rx_last_used || (want_tx && ld16(H.tx_used + 2) != H.tx_last_used))
-        return;
-    struct pollfd p = {.fd = H.sock, .events = POLLIN};
-    if (poll(&p, 1, 100) > 0)
+    if (ld16(H.rx_used + 2) == H.rx_last_used && !(want_tx && ld16(H.tx_used + 2) != H.tx_last_used)) {
+        wait_bells(H.sock, 1, &H.bell);
         H.wakeups++;
-    drain_bell(H.sock, &H.bell);
+    }
+    busy();
 }
 
 /* ---- attach -------------------------------------------------------------------------------- */
@@ -225,9 +287,9 @@ static int attach(const char *dir, unsigned endpoints)
         rx_post(d);
         H.tx_free[H.ntx_free++] = VR_NUM - 1 - d;
     }
-    st16(H.tx_avail, VRING_AVAIL_F_NO_INTERRUPT);
+    busy();
     st16(H.rx_avail + 2, H.rx_avail_idx);
-    H.rx_published = H.rx_avail_idx;
+    H.rx_published = H.kicked[0] = H.rx_avail_idx;
     st8(H.table + VDEV_STATUS, S_ACKNOWLEDGE | S_DRIVER | S_DRIVER_OK);
     ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
     while (H.nns < endpoints) {
@@ -464,9 +526,11 @@ int main(int argc, char **argv)
             duration = atof(argv[++i]);
         else if (!strcmp(argv[i], "--endpoints") && i + 1 < argc)
             endpoints = (unsigned)atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--early-kick"))
+            H.early = 1;
         else {
             fprintf(stderr, "usage: host --board DIR [--modes rtt,pipe,sink,source] [--duration S] "
-                            "[--endpoints N]\n");
+                            "[--endpoints N] [--early-kick]\n");
             return 2;
         }
     }
@@ -478,7 +542,7 @@ int main(int argc, char **argv)
     if (set_sun(&H.remote, dir, "remote.sock") < 0)
         return 1;
     H.sock = bind_doorbell(dir, "host.sock");
-    if (H.sock < 0 || attach(dir, endpoints) < 0)
+    if (H.sock < 0 || set_blocking(H.sock) < 0 || set_bell_timeout(H.sock, 100) < 0 || attach(dir, endpoints) < 0)
         return 1;
     int rc = 0;
     char buf[128];
