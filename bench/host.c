@@ -2,6 +2,10 @@
  * own capacity, without rprocd (nor sockets, nor Python) in the way.
  *
  *   host --board DIR [--modes rtt,pipe,sink,source] [--duration S] [--endpoints N]
+ *        [--early-kick] [--ready]
+ *
+ * --ready: once attached, print "ready" and wait for a line on stdin before the modes; after
+ * them, stay attached until stdin closes (the bench counts the modes alone with perf stat -p).
  *
  * It attaches as sim-board.md says a host does (status 0, 1, 3, gfeatures, zeroed
  * rings, 8 receive buffers posted to vring0, status 7, ring vring0's notifyid),
@@ -517,6 +521,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *modes = "rtt,pipe,sink,source";
     double duration = 1.0;
     unsigned endpoints = 4;
+    int ready = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--board") && i + 1 < argc)
             dir = argv[++i];
@@ -528,9 +533,11 @@ int main(int argc, char **argv)
             endpoints = (unsigned)atoi(argv[++i]);
         else if (!strcmp(argv[i], "--early-kick"))
             H.early = 1;
+        else if (!strcmp(argv[i], "--ready"))
+            ready = 1;
         else {
             fprintf(stderr, "usage: host --board DIR [--modes rtt,pipe,sink,source] [--duration S] "
-                            "[--endpoints N] [--early-kick]\n");
+                            "[--endpoints N] [--early-kick] [--ready]\n");
             return 2;
         }
     }
@@ -544,6 +551,13 @@ int main(int argc, char **argv)
     H.sock = bind_doorbell(dir, "host.sock");
     if (H.sock < 0 || set_blocking(H.sock) < 0 || set_bell_timeout(H.sock, 100) < 0 || attach(dir, endpoints) < 0)
         return 1;
+    if (ready) { /* attached: say so, run when told, so that a counter can watch only the modes */
+        printf("ready\n");
+        fflush(stdout);
+        char go[16];
+        if (!fgets(go, sizeof go, stdin))
+            return 1;
+    }
     int rc = 0;
     char buf[128];
     snprintf(buf, sizeof buf, "%s", modes);
@@ -561,6 +575,11 @@ int main(int argc, char **argv)
             rc |= 2;
         }
         fflush(stdout);
+    }
+    if (ready) { /* and stay attached until stdin closes (the counter is switched off first) */
+        char rest[64];
+        while (fgets(rest, sizeof rest, stdin))
+            ;
     }
     st8(H.table + VDEV_STATUS, 0); /* a host that exits cleanly writes status 0 and rings */
     ring_bell(H.sock, &H.remote, H.notify[0], &H.bell);
