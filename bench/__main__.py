@@ -247,7 +247,7 @@ class Bench:
                         argv += ["--duration", str(self.plan.limit_s)]
                         if place is not None:  # taskset execs the host: the same process
                             argv = ["taskset", "-c", str(place[0]), *argv]
-                        rows, counts = run_counted(argv, 60 + 8 * self.plan.limit_s, self.work)
+                        rows, counts, _ = run_counted(argv, 60 + 8 * self.plan.limit_s, self.work)
                         for r in rows:
                             if r.get("exit") or r.get("lost") or r.get("bad"):
                                 self.failures.append(f"reference host ({kind}) {mode}{suffix}: {r}")
@@ -256,6 +256,8 @@ class Bench:
                             self.failures.append(f"reference host ({kind}) {mode}{suffix}: no result")
                             continue
                         row["perf"] = perf_figures(counts, reference_msgs(mode, row))
+                        if row.get("timeouts"):  # it always waits for something the remote will ring for
+                            self.notes.append(f"reference host {mode}{suffix}: {row['timeouts']} wake-ups by timeout")
                         if place is not None:
                             row["placement"] = {"host_cpu": place[0], "remote_cpu": min(place[1])}
                         figs.append(row)

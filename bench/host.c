@@ -49,7 +49,7 @@ static struct {
     uint32_t notify[2];
     uint32_t ept_addr[4]; /* client-sample, tty, sink, source */
     unsigned nns;
-    uint64_t wakeups, kicks;
+    uint64_t wakeups, kicks, timeouts;
     int early;          /* --early-kick: publish each message and kick at the first of a batch */
     uint16_t kicked[2]; /* avail.idx of vring0/vring1 as of the last kick (or flush) */
 } H;
@@ -228,7 +228,8 @@ static void wait_ring(int want_tx)
     st16(H.tx_avail, want_tx ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
     full_fence();
     if (ld16(H.rx_used + 2) == H.rx_last_used && !(want_tx && ld16(H.tx_used + 2) != H.tx_last_used)) {
-        wait_bells(H.sock, 1, &H.bell);
+        if (!wait_bells(H.sock, 1, &H.bell))
+            H.timeouts++; /* the safety net caught a wake-up that never came */
         H.wakeups++;
     }
     busy();
@@ -335,7 +336,7 @@ static int run_rtt(double duration)
     uint32_t *s = malloc(cap * sizeof *s);
     uint8_t msg[16];
     memset(msg, 0xa5, sizeof msg);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), w0 = H.wakeups;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), w0 = H.wakeups, t0w = H.timeouts;
     for (uint32_t seq = 0; now_ns() < end || !n; seq++) {
         put_le32(msg + 4, seq);
         uint64_t a = now_ns();
@@ -362,9 +363,9 @@ static int run_rtt(double duration)
         sum += s[i];
     sort_samples(s, n);
     printf("{\"mode\": \"rtt\", \"n\": %zu, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"max_us\": %.2f, "
-           "\"mean_us\": %.2f, \"wakeups\": %llu, \"bad\": %llu, \"lost\": 0}\n",
+           "\"mean_us\": %.2f, \"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %llu, \"lost\": 0}\n",
            n, pct_us(s, n, 0.5), pct_us(s, n, 0.9), pct_us(s, n, 0.99), pct_us(s, n, 1.0), sum / (double)n / 1000.0,
-           (unsigned long long)(H.wakeups - w0), (unsigned long long)bad);
+           (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w), (unsigned long long)bad);
     free(s);
     return bad ? 1 : 0;
 }
@@ -384,7 +385,7 @@ static int run_pipe(double duration)
 {
     uint8_t msg[16];
     memset(msg, 0x5a, sizeof msg);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups, t0w = H.timeouts;
     expect_seq = 0;
     bad = 0;
     int sending = 1;
@@ -405,9 +406,9 @@ static int run_pipe(double duration)
     }
     uint64_t t1 = now_ns();
     double secs = ns_to_s(t1 - t0);
-    printf("{\"mode\": \"pipe\", \"sent\": %llu, \"received\": %u, \"msgs_per_s\": %.1f, \"wakeups\": %llu, "
+    printf("{\"mode\": \"pipe\", \"sent\": %llu, \"received\": %u, \"msgs_per_s\": %.1f, \"wakeups\": %llu, \"timeouts\": %llu, "
            "\"bad\": %llu, \"lost\": %lld}\n",
-           (unsigned long long)sent, expect_seq, (double)expect_seq / secs, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)sent, expect_seq, (double)expect_seq / secs, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
            (unsigned long long)bad, (long long)sent - (long long)expect_seq);
     return bad ? 1 : 0;
 }
@@ -446,7 +447,7 @@ static int run_sink(double duration)
     unsigned long long m0, b0, m1, b1;
     if (!stat_sink(&m0, &b0))
         return 1;
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups, t0w = H.timeouts;
     while (now_ns() < end) {
         unsigned k = 0;
         while (send_msg(H.ept_addr[2], msg, sizeof msg))
@@ -461,9 +462,9 @@ static int run_sink(double duration)
     double secs = ns_to_s(t1 - t0);
     long long lost = ok ? (long long)sent - (long long)(m1 - m0) : (long long)sent;
     printf("{\"mode\": \"sink\", \"sent\": %llu, \"counted\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
-           "\"wakeups\": %llu, \"bad\": %d, \"lost\": %lld}\n",
+           "\"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %d, \"lost\": %lld}\n",
            (unsigned long long)sent, ok ? m1 - m0 : 0ull, (double)sent / secs,
-           (double)sent * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           (double)sent * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
            ok && b1 - b0 != (m1 - m0) * MAX_PAYLOAD, lost);
     return (!ok || lost) ? 1 : 0;
 }
@@ -488,7 +489,7 @@ static int run_source(double duration)
 {
     char req[32];
     int k = snprintf(req, sizeof req, "%u %u", src_chunk, MAX_PAYLOAD);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), requested = 0, w0 = H.wakeups;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), requested = 0, w0 = H.wakeups, t0w = H.timeouts;
     bad = 0;
     int inflight = 0;
     for (;;) {
@@ -509,9 +510,9 @@ static int run_source(double duration)
     uint64_t t1 = now_ns();
     double secs = ns_to_s(t1 - t0);
     printf("{\"mode\": \"source\", \"requested\": %llu, \"received\": %llu, \"msgs_per_s\": %.1f, "
-           "\"mb_per_s\": %.3f, \"wakeups\": %llu, \"bad\": %llu, \"lost\": %lld}\n",
+           "\"mb_per_s\": %.3f, \"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %llu, \"lost\": %lld}\n",
            (unsigned long long)requested, (unsigned long long)src_received, (double)src_received / secs,
-           (double)src_received * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           (double)src_received * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
            (unsigned long long)bad, (long long)requested - (long long)src_received);
     return bad ? 1 : 0;
 }

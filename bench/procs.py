@@ -228,16 +228,18 @@ class PerfWindow:
 
 
 def run_counted(
-    argv: Sequence[str], timeout: float, work: Path, want: int = 1
-) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    argv: Sequence[str], timeout: float, work: Path, want: int = 1, also: Sequence[int] = ()
+) -> tuple[list[dict[str, Any]], dict[str, float], list[dict[str, float]]]:
     """Run a ``--ready`` program (bench/host.c): counted with perf stat -p from "go" to its last result.
 
     The program prints ``ready`` once it is set up, runs when it reads a line,
     prints ``want`` JSON lines, and stays until its stdin closes: start-up and
-    detach are outside the window.  Returns its JSON lines and the window's counts.
+    detach are outside the window.  Returns its JSON lines, the window's counts,
+    and those of the processes ``also`` (e.g. the remote) over the same window.
     """
     p = subprocess.Popen([*argv, "--ready"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     perf: PerfWindow | None = None
+    others: list[PerfWindow] = []
     rows: list[dict[str, Any]] = []
     try:
         assert p.stdin is not None and p.stdout is not None
@@ -254,7 +256,10 @@ def run_counted(
         if first.strip() != b"ready":
             err = p.stderr.read().decode(errors="replace") if p.stderr else ""
             raise BenchError(f"{' '.join(argv)} did not get ready: {first!r} {err}")
+        others = [PerfWindow(pid, work, "also") for pid in also]
         perf = PerfWindow(p.pid, work, "host")
+        for w in others:
+            w.start()
         perf.start()
         p.stdin.write(b"go\n")
         p.stdin.flush()
@@ -266,6 +271,8 @@ def run_counted(
                 rows.append(json.loads(got))
         counts = perf.stop()
         perf = None
+        other_counts = [w.stop() for w in others]
+        others = []
         p.stdin.close()
         p.wait(timeout=max(end - time.monotonic(), 1))
         for row in rows:
@@ -273,10 +280,12 @@ def run_counted(
         if len(rows) < want:
             err = p.stderr.read().decode(errors="replace") if p.stderr else ""
             raise BenchError(f"{' '.join(argv)} exited {p.returncode} with {len(rows)} of {want} results: {err}")
-        return rows, counts
+        return rows, counts, other_counts
     finally:
         if perf is not None:
             perf.close()
+        for w in others:
+            w.close()
         if p.poll() is None:
             p.kill()
             p.wait()

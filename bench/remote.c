@@ -84,7 +84,7 @@ static struct {
     int quiet;
     /* counters (what SimStats counts, plus the wake-up figures) */
     uint64_t sessions, sessions_ended, reboots, refused, violations, bad_descriptors, malformed, unknown_dst;
-    uint64_t ns_sent, source_jobs, wakeups, passes, rx_msgs, tx_msgs;
+    uint64_t ns_sent, source_jobs, wakeups, timeouts, passes, rx_msgs, tx_msgs;
 } R;
 
 static volatile sig_atomic_t stop_requested;
@@ -718,13 +718,13 @@ static void print_stats(void)
             "remote-c: stats {\"sessions\": %llu, \"sessions_ended\": %llu, \"reboots\": %llu, \"refused\": %llu, "
             "\"violations\": %llu, \"bad_descriptors\": %llu, \"malformed\": %llu, \"unknown_dst\": %llu, "
             "\"ns_sent\": %llu, \"source_jobs\": %llu, \"rx_msgs\": %llu, \"tx_msgs\": %llu, \"wakeups\": %llu, "
-            "\"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, \"rings_dropped\": %llu, "
+            "\"timeouts\": %llu, \"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, \"rings_dropped\": %llu, "
             "\"rings_received\": %llu, \"noise\": %llu}\n",
             (unsigned long long)R.sessions, (unsigned long long)R.sessions_ended, (unsigned long long)R.reboots,
             (unsigned long long)R.refused, (unsigned long long)R.violations,
             (unsigned long long)R.bad_descriptors, (unsigned long long)R.malformed,
             (unsigned long long)R.unknown_dst, (unsigned long long)R.ns_sent, (unsigned long long)R.source_jobs,
-            (unsigned long long)R.rx_msgs, (unsigned long long)R.tx_msgs, (unsigned long long)R.wakeups,
+            (unsigned long long)R.rx_msgs, (unsigned long long)R.tx_msgs, (unsigned long long)R.wakeups, (unsigned long long)R.timeouts,
             (unsigned long long)R.passes, (unsigned long long)R.bell.sent, (unsigned long long)R.bell.lost,
             (unsigned long long)R.bell.dropped, (unsigned long long)R.bell.received,
             (unsigned long long)R.bell.noise);
@@ -819,8 +819,11 @@ int main(int argc, char **argv)
             timeout = ms;
         if (stop_requested)
             break;
-        if (wait_bells(R.sock, !more, &R.bell) || !more)
+        unsigned got = wait_bells(R.sock, !more, &R.bell);
+        if (got || !more)
             R.wakeups++;
+        if (!got && !more && R.state == ATTACHED && !stop_requested)
+            R.timeouts++; /* attached and woken by the safety net, not a ring */
     }
     close(R.sock);
     char path[sizeof R.host.sun_path + 16];
