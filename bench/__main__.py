@@ -256,8 +256,11 @@ class Bench:
                             self.failures.append(f"reference host ({kind}) {mode}{suffix}: no result")
                             continue
                         row["perf"] = perf_figures(counts, reference_msgs(mode, row))
-                        if row.get("timeouts"):  # it always waits for something the remote will ring for
-                            self.notes.append(f"reference host {mode}{suffix}: {row['timeouts']} wake-ups by timeout")
+                        if row.get("timeouts"):  # a busy machine (the remote did not run), or a lost wake-up
+                            self.notes.append(
+                                f"reference host {kind} {mode}{suffix}: {row['timeouts']} wake-ups by its 100 ms "
+                                f"timeout, {row.get('lost_wakeups', 0)} of them lost wake-ups"
+                            )
                         if place is not None:
                             row["placement"] = {"host_cpu": place[0], "remote_cpu": min(place[1])}
                         figs.append(row)

@@ -34,6 +34,9 @@
  */
 #include "common.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #define HOST_ADDR 0x400u
 
 static struct {
@@ -49,7 +52,7 @@ static struct {
     uint32_t notify[2];
     uint32_t ept_addr[4]; /* client-sample, tty, sink, source */
     unsigned nns;
-    uint64_t wakeups, kicks, timeouts;
+    uint64_t wakeups, kicks, timeouts, lost_wakeups;
     int early;          /* --early-kick: publish each message and kick at the first of a batch */
     uint16_t kicked[2]; /* avail.idx of vring0/vring1 as of the last kick (or flush) */
 } H;
@@ -222,6 +225,19 @@ static void busy(void)
     st16(H.tx_avail, VRING_AVAIL_F_NO_INTERRUPT);
 }
 
+/* Woken by the safety net, not by a ring.  Every wait of the host is for something the remote
+ * rings for, so either the remote did not run for 100 ms (a busy machine: our last kick is still
+ * unread in its queue, SIOCOUTQ > 0 -- Linux's unix_outq_len, or it says it is awake), or a
+ * wake-up was lost: it asks to be kicked, has read every kick, and sleeps while we wait on it. */
+static void timed_out(void)
+{
+    H.timeouts++;
+    int outq = -1;
+    if (ioctl(H.sock, SIOCOUTQ, &outq) == 0 && outq == 0 && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY) &&
+        !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY))
+        H.lost_wakeups++;
+}
+
 static void wait_ring(int want_tx)
 {
     st16(H.rx_avail, 0);
@@ -229,7 +245,7 @@ static void wait_ring(int want_tx)
     full_fence();
     if (ld16(H.rx_used + 2) == H.rx_last_used && !(want_tx && ld16(H.tx_used + 2) != H.tx_last_used)) {
         if (!wait_bells(H.sock, 1, &H.bell))
-            H.timeouts++; /* the safety net caught a wake-up that never came */
+            timed_out();
         H.wakeups++;
     }
     busy();
@@ -336,7 +352,8 @@ static int run_rtt(double duration)
     uint32_t *s = malloc(cap * sizeof *s);
     uint8_t msg[16];
     memset(msg, 0xa5, sizeof msg);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), w0 = H.wakeups, t0w = H.timeouts;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9);
+    uint64_t w0 = H.wakeups, t0w = H.timeouts, l0w = H.lost_wakeups;
     for (uint32_t seq = 0; now_ns() < end || !n; seq++) {
         put_le32(msg + 4, seq);
         uint64_t a = now_ns();
@@ -363,9 +380,11 @@ static int run_rtt(double duration)
         sum += s[i];
     sort_samples(s, n);
     printf("{\"mode\": \"rtt\", \"n\": %zu, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, \"max_us\": %.2f, "
-           "\"mean_us\": %.2f, \"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %llu, \"lost\": 0}\n",
+           "\"mean_us\": %.2f, \"wakeups\": %llu, "
+           "\"timeouts\": %llu, \"lost_wakeups\": %llu, \"bad\": %llu, \"lost\": 0}\n",
            n, pct_us(s, n, 0.5), pct_us(s, n, 0.9), pct_us(s, n, 0.99), pct_us(s, n, 1.0), sum / (double)n / 1000.0,
-           (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w), (unsigned long long)bad);
+           (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)(H.timeouts - t0w), (unsigned long long)(H.lost_wakeups - l0w), (unsigned long long)bad);
     free(s);
     return bad ? 1 : 0;
 }
@@ -385,7 +404,8 @@ static int run_pipe(double duration)
 {
     uint8_t msg[16];
     memset(msg, 0x5a, sizeof msg);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups, t0w = H.timeouts;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0;
+    uint64_t w0 = H.wakeups, t0w = H.timeouts, l0w = H.lost_wakeups;
     expect_seq = 0;
     bad = 0;
     int sending = 1;
@@ -406,9 +426,11 @@ static int run_pipe(double duration)
     }
     uint64_t t1 = now_ns();
     double secs = ns_to_s(t1 - t0);
-    printf("{\"mode\": \"pipe\", \"sent\": %llu, \"received\": %u, \"msgs_per_s\": %.1f, \"wakeups\": %llu, \"timeouts\": %llu, "
+    printf("{\"mode\": \"pipe\", \"sent\": %llu, \"received\": %u, \"msgs_per_s\": %.1f, \"wakeups\": %llu, "
+           "\"timeouts\": %llu, \"lost_wakeups\": %llu, "
            "\"bad\": %llu, \"lost\": %lld}\n",
-           (unsigned long long)sent, expect_seq, (double)expect_seq / secs, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
+           (unsigned long long)sent, expect_seq, (double)expect_seq / secs, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)(H.timeouts - t0w), (unsigned long long)(H.lost_wakeups - l0w),
            (unsigned long long)bad, (long long)sent - (long long)expect_seq);
     return bad ? 1 : 0;
 }
@@ -447,7 +469,8 @@ static int run_sink(double duration)
     unsigned long long m0, b0, m1, b1;
     if (!stat_sink(&m0, &b0))
         return 1;
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0, w0 = H.wakeups, t0w = H.timeouts;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), sent = 0;
+    uint64_t w0 = H.wakeups, t0w = H.timeouts, l0w = H.lost_wakeups;
     while (now_ns() < end) {
         unsigned k = 0;
         while (send_msg(H.ept_addr[2], msg, sizeof msg))
@@ -462,9 +485,11 @@ static int run_sink(double duration)
     double secs = ns_to_s(t1 - t0);
     long long lost = ok ? (long long)sent - (long long)(m1 - m0) : (long long)sent;
     printf("{\"mode\": \"sink\", \"sent\": %llu, \"counted\": %llu, \"msgs_per_s\": %.1f, \"mb_per_s\": %.3f, "
-           "\"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %d, \"lost\": %lld}\n",
+           "\"wakeups\": %llu, "
+           "\"timeouts\": %llu, \"lost_wakeups\": %llu, \"bad\": %d, \"lost\": %lld}\n",
            (unsigned long long)sent, ok ? m1 - m0 : 0ull, (double)sent / secs,
-           (double)sent * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
+           (double)sent * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)(H.timeouts - t0w), (unsigned long long)(H.lost_wakeups - l0w),
            ok && b1 - b0 != (m1 - m0) * MAX_PAYLOAD, lost);
     return (!ok || lost) ? 1 : 0;
 }
@@ -489,7 +514,8 @@ static int run_source(double duration)
 {
     char req[32];
     int k = snprintf(req, sizeof req, "%u %u", src_chunk, MAX_PAYLOAD);
-    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), requested = 0, w0 = H.wakeups, t0w = H.timeouts;
+    uint64_t t0 = now_ns(), end = t0 + (uint64_t)(duration * 1e9), requested = 0;
+    uint64_t w0 = H.wakeups, t0w = H.timeouts, l0w = H.lost_wakeups;
     bad = 0;
     int inflight = 0;
     for (;;) {
@@ -510,9 +536,11 @@ static int run_source(double duration)
     uint64_t t1 = now_ns();
     double secs = ns_to_s(t1 - t0);
     printf("{\"mode\": \"source\", \"requested\": %llu, \"received\": %llu, \"msgs_per_s\": %.1f, "
-           "\"mb_per_s\": %.3f, \"wakeups\": %llu, \"timeouts\": %llu, \"bad\": %llu, \"lost\": %lld}\n",
+           "\"mb_per_s\": %.3f, \"wakeups\": %llu, "
+           "\"timeouts\": %llu, \"lost_wakeups\": %llu, \"bad\": %llu, \"lost\": %lld}\n",
            (unsigned long long)requested, (unsigned long long)src_received, (double)src_received / secs,
-           (double)src_received * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0), (unsigned long long)(H.timeouts - t0w),
+           (double)src_received * MAX_PAYLOAD / secs / 1e6, (unsigned long long)(H.wakeups - w0),
+           (unsigned long long)(H.timeouts - t0w), (unsigned long long)(H.lost_wakeups - l0w),
            (unsigned long long)bad, (long long)requested - (long long)src_received);
     return bad ? 1 : 0;
 }

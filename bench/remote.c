@@ -718,13 +718,15 @@ static void print_stats(void)
             "remote-c: stats {\"sessions\": %llu, \"sessions_ended\": %llu, \"reboots\": %llu, \"refused\": %llu, "
             "\"violations\": %llu, \"bad_descriptors\": %llu, \"malformed\": %llu, \"unknown_dst\": %llu, "
             "\"ns_sent\": %llu, \"source_jobs\": %llu, \"rx_msgs\": %llu, \"tx_msgs\": %llu, \"wakeups\": %llu, "
-            "\"timeouts\": %llu, \"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, \"rings_dropped\": %llu, "
+            "\"timeouts\": %llu, \"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, "
+            "\"rings_dropped\": %llu, "
             "\"rings_received\": %llu, \"noise\": %llu}\n",
             (unsigned long long)R.sessions, (unsigned long long)R.sessions_ended, (unsigned long long)R.reboots,
             (unsigned long long)R.refused, (unsigned long long)R.violations,
             (unsigned long long)R.bad_descriptors, (unsigned long long)R.malformed,
             (unsigned long long)R.unknown_dst, (unsigned long long)R.ns_sent, (unsigned long long)R.source_jobs,
-            (unsigned long long)R.rx_msgs, (unsigned long long)R.tx_msgs, (unsigned long long)R.wakeups, (unsigned long long)R.timeouts,
+            (unsigned long long)R.rx_msgs, (unsigned long long)R.tx_msgs, (unsigned long long)R.wakeups,
+            (unsigned long long)R.timeouts,
             (unsigned long long)R.passes, (unsigned long long)R.bell.sent, (unsigned long long)R.bell.lost,
             (unsigned long long)R.bell.dropped, (unsigned long long)R.bell.received,
             (unsigned long long)R.bell.noise);
