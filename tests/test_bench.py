@@ -43,9 +43,11 @@ REMOTES = ["py", "c"]
 
 # The daemon's syscalls per rpmsg message (perf stat -p, raw_syscalls:sys_enter) in each bulk
 # workload (pipelined echo, sink, source) on the C remote, in every placement.  Issue 15's
-# target is 0.5; today's daemon measures 1.2-1.5 (sink ~1.3, source ~1.5, pipelined echo
-# ~1.25), so the ceiling sits at 2x that until the hot-path work is merged: then lower it to 0.5.
-SYSCALLS_PER_MSG_MAX = 3.0
+# target is 0.5.  Today's daemon measures 1.2-1.5 here on a busy machine, and the issue measured
+# up to 2.5 (pipelined echo) on a quieter one; one message per wake-up, no batching at all, costs
+# it about 4.5 (the echo round trip).  So the ceiling sits at 3.5 until the hot-path work is
+# merged: then lower it to 0.5.
+SYSCALLS_PER_MSG_MAX = 3.5
 # The reference host (bench/host.c) is the instrument: ~0.06-0.27 per message in bulk today
 # (start-up included).  If it needs more, the ratios measure a worse host than the machine allows.
 REFERENCE_SYSCALLS_PER_MSG_MAX = 0.5
