@@ -244,6 +244,7 @@ class Bench:
                     figs = []
                     for _ in range(self.plan.repeats):  # each run attaches afresh (the remote sees a new session)
                         argv = [str(self.bins["host"]), "--board", str(rig.board), "--modes", mode]
+                        argv += ["--remote-pid", str(rig.remote.pid)]
                         argv += ["--duration", str(self.plan.limit_s)]
                         if place is not None:  # taskset execs the host: the same process
                             argv = ["taskset", "-c", str(place[0]), *argv]

@@ -2,10 +2,12 @@
  * own capacity, without rprocd (nor sockets, nor Python) in the way.
  *
  *   host --board DIR [--modes rtt,pipe,sink,source] [--duration S] [--endpoints N]
- *        [--early-kick] [--ready]
+ *        [--early-kick] [--ready] [--remote-pid PID]
  *
  * --ready: once attached, print "ready" and wait for a line on stdin before the modes; after
  * them, stay attached until stdin closes (the bench counts the modes alone with perf stat -p).
+ * --remote-pid: the remote's pid, so that a wake-up by the safety-net timeout is counted as a
+ * lost wake-up ("lost_wakeups") only when the remote was asleep, not when it did not get to run.
  *
  * It attaches as sim-board.md says a host does (status 0, 1, 3, gfeatures, zeroed
  * rings, 8 receive buffers posted to vring0, status 7, ring vring0's notifyid),
@@ -53,6 +55,7 @@ static struct {
     uint32_t ept_addr[4]; /* client-sample, tty, sink, source */
     unsigned nns;
     uint64_t wakeups, kicks, timeouts, lost_wakeups;
+    long remote_pid; /* --remote-pid: to tell a lost wake-up from a remote that did not run */
     int early;          /* --early-kick: publish each message and kick at the first of a batch */
     uint16_t kicked[2]; /* avail.idx of vring0/vring1 as of the last kick (or flush) */
 } H;
@@ -225,16 +228,35 @@ static void busy(void)
     st16(H.tx_avail, VRING_AVAIL_F_NO_INTERRUPT);
 }
 
+/* The remote's scheduler state ('S': asleep in its wait, 'R': running or waiting for a CPU), from
+ * /proc/PID/stat (proc(5), field 3); 0 when unknown. */
+static char remote_state(void)
+{
+    if (!H.remote_pid)
+        return 0;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", H.remote_pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
 /* Woken by the safety net, not by a ring.  Every wait of the host is for something the remote
- * rings for, so either the remote did not run for 100 ms (a busy machine: our last kick is still
- * unread in its queue, SIOCOUTQ > 0 -- Linux's unix_outq_len, or it says it is awake), or a
- * wake-up was lost: it asks to be kicked, has read every kick, and sleeps while we wait on it. */
+ * rings for, so either the remote did not get to run for 100 ms (a busy machine, a stolen vCPU),
+ * or a wake-up was lost: the remote asks to be kicked, has read every kick (SIOCOUTQ 0: Linux's
+ * unix_outq_len, what this socket sent that is not yet received), and sleeps in its wait while
+ * the host waits on it.  Told apart only with --remote-pid (the remote's scheduler state). */
 static void timed_out(void)
 {
     H.timeouts++;
     int outq = -1;
     if (ioctl(H.sock, SIOCOUTQ, &outq) == 0 && outq == 0 && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY) &&
-        !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY))
+        !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY) && remote_state() == 'S')
         H.lost_wakeups++;
 }
 
@@ -564,9 +586,11 @@ int main(int argc, char **argv)
             H.early = 1;
         else if (!strcmp(argv[i], "--ready"))
             ready = 1;
+        else if (!strcmp(argv[i], "--remote-pid") && i + 1 < argc)
+            H.remote_pid = atol(argv[++i]);
         else {
             fprintf(stderr, "usage: host --board DIR [--modes rtt,pipe,sink,source] [--duration S] "
-                            "[--endpoints N] [--early-kick] [--ready]\n");
+                            "[--endpoints N] [--early-kick] [--ready] [--remote-pid PID]\n");
             return 2;
         }
     }

@@ -57,6 +57,8 @@ def run_variant(
             set_affinity(remote.pid, {place[1]})
         for mode in MODES:
             argv = [str(bindir / "host"), "--board", str(board), "--modes", mode, "--duration", str(duration), *flags]
+            if bindir == OUT:
+                argv += ["--remote-pid", str(remote.pid)]
             if place is not None:
                 argv = ["taskset", "-c", str(place[0]), *argv]
             rows, host, (rem,) = run_counted(argv, 60 + 8 * duration, work, also=[remote.pid])
