@@ -248,15 +248,24 @@ static char remote_state(void)
 
 /* Woken by the safety net, not by a ring.  Every wait of the host is for something the remote
  * rings for, so either the remote did not get to run for 100 ms (a busy machine, a stolen vCPU),
- * or a wake-up was lost: the remote asks to be kicked, has read every kick (SIOCOUTQ 0: Linux's
- * unix_outq_len, what this socket sent that is not yet received), and sleeps in its wait while
- * the host waits on it.  Told apart only with --remote-pid (the remote's scheduler state). */
+ * or a wake-up was lost: the remote sleeps in its wait, asks to be kicked, has read every kick
+ * (SIOCOUTQ 0: Linux's unix_outq_len, what this socket sent that is not yet received), and has
+ * not rung (SIOCINQ 0: nothing queued here), while the host waits on it.  Told apart only with
+ * --remote-pid (the remote's scheduler state). */
+static int pending(int want_tx)
+{
+    return ld16(H.rx_used + 2) != H.rx_last_used || (want_tx && ld16(H.tx_used + 2) != H.tx_last_used);
+}
+
 static void timed_out(void)
 {
     H.timeouts++;
-    int outq = -1;
-    if (ioctl(H.sock, SIOCOUTQ, &outq) == 0 && outq == 0 && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY) &&
-        !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY) && remote_state() == 'S')
+    int outq = -1, inq = -1;
+    /* the state first: a remote seen asleep, with no ring of its own queued here after that (it
+     * did not just run late, ring and sleep again), and every kick of ours read */
+    if (remote_state() == 'S' && ioctl(H.sock, SIOCINQ, &inq) == 0 && inq == 0 &&
+        ioctl(H.sock, SIOCOUTQ, &outq) == 0 && outq == 0 && !(ld16(H.rx_used) & VRING_USED_F_NO_NOTIFY) &&
+        !(ld16(H.tx_used) & VRING_USED_F_NO_NOTIFY))
         H.lost_wakeups++;
 }
 
@@ -265,7 +274,7 @@ static void wait_ring(int want_tx)
     st16(H.rx_avail, 0);
     st16(H.tx_avail, want_tx ? 0 : VRING_AVAIL_F_NO_INTERRUPT);
     full_fence();
-    if (ld16(H.rx_used + 2) == H.rx_last_used && !(want_tx && ld16(H.tx_used + 2) != H.tx_last_used)) {
+    if (!pending(want_tx)) {
         if (!wait_bells(H.sock, 1, &H.bell))
             timed_out();
         H.wakeups++;
