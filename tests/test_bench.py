@@ -407,14 +407,24 @@ def _echoes(board: Board) -> bool:
 def test_quick_bench_completes_and_loses_nothing(tmp_path: Path, bins: dict[str, Path]) -> None:
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run(
+    # Its own session: if the test is stopped (a timeout), the bench and everything it started go
+    # with it (os.killpg), instead of a killed bench leaving its remote, daemon and clients behind.
+    p = subprocess.Popen(
         [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=840,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = p.communicate(timeout=840)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    r = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     res = json.loads(out.read_text())
     assert res["ok"] and res["lost"] == 0 and res["failures"] == []
