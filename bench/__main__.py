@@ -25,7 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from .build import OUT, BuildError, build
-from .procs import REPO, BenchError, ClientRun, ProcSample, Rig, machine_busy_pct, machine_ticks, run_clients, run_json
+from .procs import (
+    REPO,
+    BenchError,
+    ClientRun,
+    ProcSample,
+    Rig,
+    machine_busy_pct,
+    machine_ticks,
+    perf_binary,
+    perf_figures,
+    run_clients,
+    run_counted,
+    run_json,
+    set_affinity,
+)
 from .report import render
 
 PHASES = ("raw", "limit", "c", "idle", "py", "scaling")
@@ -35,7 +49,10 @@ CLIENTS_NOTE = (
     "C load generators (bench/out/client from bench/client.c): one process per client, blocking SOCK_SEQPACKET "
     "sockets, a sender thread and a receiver thread for pipelined echo"
 )
-LIMIT_NOTE = "bench/out/host (bench/host.c) driving the rings directly: no rprocd, no sockets, same remote"
+LIMIT_NOTE = (
+    "the reference host bench/out/host (bench/host.c) driving the rings directly, same remote, same placements: "
+    "no rprocd, no sockets; counted under perf stat (start-up included)"
+)
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,7 @@ def summarize(mode: str, run: ClientRun) -> dict[str, Any]:
         per = [int(r.get("n" if mode == "rtt" else "received", 0)) for r in rs]
         out["per_client_min"], out["per_client_max"] = min(per), max(per)
     out["daemon"] = run.daemon
+    out["perf"] = run.perf  # the daemon's syscalls, context switches, task-clock (perf stat -p)
     out["remote"] = run.remote
     out["machine_busy_pct"] = run.machine_busy_pct
     out["wall_s"] = run.wall_s
@@ -126,6 +144,15 @@ def best_of(mode: str, figs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     best = dict(figs[pick])
     best["repeats"] = values
     return best
+
+
+def reference_msgs(mode: str, row: dict[str, Any]) -> int:
+    """rpmsg messages the reference host moved in one mode (an echo is two, as through the daemon)."""
+    if mode == "rtt":
+        return 2 * int(row.get("n", 0))
+    if mode == "pipe":
+        return 2 * int(row.get("received", 0))
+    return int(row.get("sent" if mode == "sink" else "received", 0))
 
 
 def msgs_through_daemon(mode: str) -> Callable[[list[dict[str, Any]]], int]:
@@ -195,26 +222,57 @@ class Bench:
         return out
 
     def limit(self, kind: str) -> dict[str, Any]:
-        say(f"remote capacity without rprocd: {kind} remote")
+        """The reference host (bench/host.c) on the same remote: each mode, per placement, under perf stat."""
+        say(f"reference host (bench/host.c) on the {kind} remote, without rprocd")
+        a, b = self.cpu_a, self.cpu_b
+        # placement suffix -> (host CPU, remote CPUs), or None: the scheduler's choice (as main_four)
+        placements: list[tuple[str, tuple[int, set[int]] | None]] = [("", None)]
+        if kind == "c":
+            placements.append((ONE_CPU, (a, {a})))
+            if b is not None:
+                placements.append((SPLIT, (a, {b})))
+        out: dict[str, Any] = {}
         with self.rig(f"limit-{kind}", kind) as rig:
             rig.start_remote()
             assert rig.remote is not None
             r0 = ProcSample.of(rig.remote.pid)
-            by_mode: dict[str, list[dict[str, Any]]] = {}
-            for _ in range(self.plan.repeats):  # each run attaches afresh (the remote sees a new session)
-                rows = run_json(
-                    [str(self.bins["host"]), "--board", str(rig.board), "--duration", str(self.plan.limit_s)],
-                    timeout=60 + 8 * self.plan.limit_s,
-                )
-                for r in rows:
-                    by_mode.setdefault(r["mode"], []).append(r)
-                    if r.get("exit") or r.get("lost") or r.get("bad"):
-                        self.failures.append(f"remote capacity ({kind}) {r['mode']}: {r}")
+            everywhere = os.sched_getaffinity(0)
+            for suffix, place in placements:
+                if place is not None:
+                    set_affinity(rig.remote.pid, place[1])
+                for mode in ("rtt", "pipe", "sink", "source"):
+                    figs = []
+                    for _ in range(self.plan.repeats):  # each run attaches afresh (the remote sees a new session)
+                        argv = [str(self.bins["host"]), "--board", str(rig.board), "--modes", mode]
+                        argv += ["--remote-pid", str(rig.remote.pid)]
+                        argv += ["--duration", str(self.plan.limit_s)]
+                        if place is not None:  # taskset execs the host: the same process
+                            argv = ["taskset", "-c", str(place[0]), *argv]
+                        rows, counts, _ = run_counted(argv, 60 + 8 * self.plan.limit_s, self.work)
+                        for r in rows:
+                            if r.get("exit") or r.get("lost") or r.get("bad"):
+                                self.failures.append(f"reference host ({kind}) {mode}{suffix}: {r}")
+                        row = next((r for r in rows if r.get("mode") == mode), None)
+                        if row is None:
+                            self.failures.append(f"reference host ({kind}) {mode}{suffix}: no result")
+                            continue
+                        row["perf"] = perf_figures(counts, reference_msgs(mode, row))
+                        if row.get("timeouts"):  # a busy machine (the remote did not run), or a lost wake-up
+                            self.notes.append(
+                                f"reference host {kind} {mode}{suffix}: {row['timeouts']} wake-ups by its 100 ms "
+                                f"timeout, {row.get('lost_wakeups', 0)} of them lost wake-ups"
+                            )
+                        if place is not None:
+                            row["placement"] = {"host_cpu": place[0], "remote_cpu": min(place[1])}
+                        figs.append(row)
+                    if figs:
+                        out[mode + suffix] = best_of(mode, figs)
+                if place is not None:
+                    set_affinity(rig.remote.pid, everywhere)
             r1 = ProcSample.of(rig.remote.pid)
-        out: dict[str, Any] = {mode: best_of(mode, rs) for mode, rs in by_mode.items()}
         out["remote_cpu_s"] = round(r1.cpu_s - r0.cpu_s, 3)
         if set(out) < {"rtt", "pipe", "sink", "source"}:
-            self.failures.append(f"remote capacity ({kind}): only {sorted(out)} ran")
+            self.failures.append(f"reference host ({kind}): only {sorted(out)} ran")
         return out
 
     def main_four(self, kind: str, idle: bool) -> dict[str, Any]:
@@ -443,6 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown phases {sorted(unknown)} (known: {', '.join(PHASES)})", file=sys.stderr)
         return 2
+    try:
+        perf_binary()  # a required tool: the per-message counts are what the bench is for
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 1
     plan = QUICK if args.quick else FULL
     if args.seconds:
         plan = Plan(**(vars(plan) | {"main_s": args.seconds}))
@@ -520,6 +583,35 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     def per_place(mode: str, field: str) -> dict[str, float]:
         return {label: float(c[mode + sfx][field]) for sfx, label in PLACEMENTS if mode + sfx in c}
 
+    ref = res.get("limit", {}).get("c", {})
+    for mode, label, op, limit in (
+        ("pipe", "pipelined echo / reference host", ">=", 0.5),
+        ("sink", "host -> remote 496 B / reference host", ">=", 0.5),
+        ("source", "remote -> host 496 B / reference host", ">=", 0.5),
+        ("rtt", "echo round trip p50 / reference host", "<=", 3.0),
+    ):
+        field = "p50_us" if mode == "rtt" else "msgs_per_s"
+        vs = {
+            lab: round(float(c[mode + sfx][field]) / float(ref[mode + sfx][field]), 2)
+            for sfx, lab in PLACEMENTS
+            if mode + sfx in c and mode + sfx in ref and float(ref[mode + sfx][field])
+        }
+        add(label, vs, "x", op, limit, "bench/host.c on the same remote, same placement, same run (issue 15)")
+    for mode, label in (("pipe", "pipelined echo"), ("sink", "host -> remote"), ("source", "remote -> host")):
+        for key, what, limit in (("syscalls_per_msg", "syscalls/msg", 0.5), ("cpu_us_per_msg", "CPU us/msg", 8.0)):
+            vals = {
+                lab: float(c[mode + sfx]["perf"][key])
+                for sfx, lab in PLACEMENTS
+                if key in c.get(mode + sfx, {}).get("perf", {})
+            }
+            add(
+                f"daemon {what}, {label}",
+                vals,
+                "/msg" if key == "syscalls_per_msg" else "us",
+                "<=",
+                limit,
+                "perf stat -p <daemon> (issue 15)",
+            )
     add("echo round trip p50", per_place("rtt", "p50_us"), "us", "<=", 180.0, "3 x OpenAMP's 60 us")
     ratios: dict[str, float] = {}
     for sfx, label in PLACEMENTS:

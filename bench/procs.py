@@ -122,6 +122,175 @@ def set_affinity(pid: int, cpus: set[int]) -> None:
             pass
 
 
+# -- perf stat: syscalls, context switches and CPU time of one process over a window -------------
+
+PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "task-clock")
+PERF_PACKAGE = "linux-perf"  # Debian's package of perf (apt-get install -y linux-perf)
+
+
+def perf_binary() -> str:
+    """perf, or BenchError naming the package: the per-message counts are the bench's point."""
+    perf = shutil.which("perf")
+    if perf is None:
+        raise BenchError(f"perf not found: apt-get install -y {PERF_PACKAGE} (the bench counts syscalls with it)")
+    return perf
+
+
+def parse_perf(text: str) -> dict[str, float]:
+    """``perf stat -x,`` output: value,unit,event,... per line; '<not counted>' lines are left out."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0] and (parts[0][0].isdigit()):
+            out[parts[2]] = float(parts[0])
+    return out
+
+
+def perf_figures(counts: dict[str, float], msgs: int) -> dict[str, float | int]:
+    """Totals and per-message figures of one window (task-clock is in ms)."""
+    sc = int(counts.get("raw_syscalls:sys_enter", 0))
+    cs = int(counts.get("context-switches", 0))
+    ms = counts.get("task-clock", 0.0)
+    out: dict[str, float | int] = {"syscalls": sc, "context_switches": cs, "task_clock_ms": round(ms, 3)}
+    if msgs:
+        out |= {
+            "syscalls_per_msg": round(sc / msgs, 3),
+            "ctx_switches_per_msg": round(cs / msgs, 3),
+            "cpu_us_per_msg": round(ms * 1e3 / msgs, 2),
+        }
+    return out
+
+
+class PerfWindow:
+    """``perf stat -p PID`` counting only between :meth:`start` and :meth:`stop`.
+
+    perf starts with its events disabled (``-D -1``) and is switched on and
+    off through ``--control`` FIFOs, each command acknowledged, so the window
+    is the workload's and not perf's own start-up.  It counts every thread of
+    the process (those present at attach and, inherited, any started later).
+    """
+
+    def __init__(self, pid: int, work: Path, name: str):
+        self.dir = work / f"perf-{name}-{pid}-{time.monotonic_ns()}"
+        self.dir.mkdir(parents=True)
+        ctl, ack, self.out = self.dir / "ctl", self.dir / "ack", self.dir / "stat.txt"
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        argv = [perf_binary(), "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-D", "-1"]
+        argv += ["--control", f"fifo:{ctl},{ack}", "-p", str(pid), "-o", str(self.out)]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.ctl = self.ack = -1
+        deadline = time.monotonic() + 10
+        while self.ctl < 0:  # perf opens the FIFOs once it is attached
+            try:
+                self.ctl = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                    self.close()
+                    raise BenchError(f"perf stat -p {pid} did not start: {err.strip()}") from None
+                time.sleep(0.005)
+        self.ack = os.open(ack, os.O_RDONLY)
+
+    def _command(self, cmd: bytes) -> None:
+        os.write(self.ctl, cmd + b"\n")
+        r, _, _ = select.select([self.ack], [], [], 10)
+        if not r or not os.read(self.ack, 16).startswith(b"ack"):
+            raise BenchError(f"perf did not acknowledge {cmd.decode()!r}")
+
+    def start(self) -> None:
+        self._command(b"enable")
+
+    def stop(self) -> dict[str, float]:
+        """Counting off; perf exits and the window's counts are returned."""
+        self._command(b"disable")
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        counts = parse_perf(self.out.read_text() if self.out.exists() else "")
+        self.close()
+        if "raw_syscalls:sys_enter" not in counts:
+            raise BenchError(f"perf stat counted nothing (is {PERF_EVENTS[0]} available?)")
+        return counts
+
+    def close(self) -> None:
+        for fd in (self.ctl, self.ack):
+            if fd >= 0:
+                os.close(fd)
+        self.ctl = self.ack = -1
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_counted(
+    argv: Sequence[str], timeout: float, work: Path, want: int = 1, also: Sequence[int] = ()
+) -> tuple[list[dict[str, Any]], dict[str, float], list[dict[str, float]]]:
+    """Run a ``--ready`` program (bench/host.c): counted with perf stat -p from "go" to its last result.
+
+    The program prints ``ready`` once it is set up, runs when it reads a line,
+    prints ``want`` JSON lines, and stays until its stdin closes: start-up and
+    detach are outside the window.  Returns its JSON lines, the window's counts,
+    and those of the processes ``also`` (e.g. the remote) over the same window.
+    """
+    p = subprocess.Popen([*argv, "--ready"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    perf: PerfWindow | None = None
+    others: list[PerfWindow] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        end = time.monotonic() + timeout
+
+        def line() -> bytes:
+            assert p.stdout is not None
+            r, _, _ = select.select([p.stdout], [], [], max(end - time.monotonic(), 0))
+            if not r:
+                raise BenchError(f"{' '.join(argv)} timed out after {timeout}s")
+            return p.stdout.readline()
+
+        first = line()
+        if first.strip() != b"ready":
+            err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+            raise BenchError(f"{' '.join(argv)} did not get ready: {first!r} {err}")
+        others = [PerfWindow(pid, work, "also") for pid in also]
+        perf = PerfWindow(p.pid, work, "host")
+        for w in others:
+            w.start()
+        perf.start()
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        while len(rows) < want:
+            got = line()
+            if not got:
+                break
+            if got.startswith(b"{"):
+                rows.append(json.loads(got))
+        counts = perf.stop()
+        perf = None
+        other_counts = [w.stop() for w in others]
+        others = []
+        p.stdin.close()
+        p.wait(timeout=max(end - time.monotonic(), 1))
+        for row in rows:
+            row.setdefault("exit", p.returncode)
+        if len(rows) < want:
+            err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+            raise BenchError(f"{' '.join(argv)} exited {p.returncode} with {len(rows)} of {want} results: {err}")
+        return rows, counts, other_counts
+    finally:
+        if perf is not None:
+            perf.close()
+        for w in others:
+            w.close()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 # -- the rig: a remote and the daemon on one board --------------------------------------------
 
 
@@ -296,6 +465,7 @@ class ClientRun:
     remote: dict[str, float | int]
     machine_busy_pct: float
     failures: list[str]
+    perf: dict[str, float | int] = field(default_factory=dict)  # the daemon's, over the window
 
 
 def _cmd(p: subprocess.Popen[bytes]) -> str:
@@ -319,6 +489,7 @@ def run_clients(
     """
     assert rig.daemon is not None and rig.remote is not None
     procs: list[subprocess.Popen[bytes]] = []
+    perf: PerfWindow | None = None
     try:
         for mode, path, opts in specs:
             procs.append(
@@ -337,6 +508,8 @@ def run_clients(
             line = p.stdout.readline() if r else b""
             if line.strip() != b"ready":
                 raise BenchError(f"a client did not get ready: {line!r} {p.stderr.read() if p.stderr else ''!r}")
+        perf = PerfWindow(rig.daemon.pid, rig.work, "daemon")
+        perf.start()
         d0, r0, m0 = ProcSample.of(rig.daemon.pid), ProcSample.of(rig.remote.pid), machine_ticks()
         for p in procs:
             assert p.stdin is not None
@@ -365,6 +538,7 @@ def run_clients(
                     del waiting[fd]
                     failures.append(f"client {_cmd(p)} gave no result")
         d1, r1, m1 = ProcSample.of(rig.daemon.pid), ProcSample.of(rig.remote.pid), machine_ticks()
+        counts = perf.stop()
         for p in procs:
             assert p.stdin is not None
             p.stdin.close()
@@ -380,9 +554,17 @@ def run_clients(
                 failures.append(f"client {_cmd(p)} exited {p.returncode} {detail}".strip())
         msgs = int(msgs_of(results)) if msgs_of else sum(int(r.get("msgs", 0)) for r in results)
         return ClientRun(
-            results, round(d1.t - d0.t, 3), usage(d0, d1, msgs), usage(r0, r1, msgs), machine_busy_pct(m0, m1), failures
+            results,
+            round(d1.t - d0.t, 3),
+            usage(d0, d1, msgs),
+            usage(r0, r1, msgs),
+            machine_busy_pct(m0, m1),
+            failures,
+            perf_figures(counts, msgs),
         )
     finally:
+        if perf is not None:
+            perf.close()
         for p in procs:
             if p.poll() is None:
                 p.kill()

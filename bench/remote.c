@@ -9,22 +9,23 @@
  * nothing ever dropped (backpressure instead).  With --extra-echo N it also
  * announces echo endpoints bench-echo-0 .. bench-echo-(N-1).
  *
- * It sleeps in ppoll() on D/remote.sock (a short timeout as a safety net for
- * lost rings) and never spins.  Each wake-up runs passes over both rings
- * until one makes no progress; each pass handles everything ready and rings
- * the host at most once, only if the host wants interrupts
- * (VRING_AVAIL_F_NO_INTERRUPT clear).  While busy it sets
- * VRING_USED_F_NO_NOTIFY on both rings; before sleeping it clears them and
- * looks once more.
+ * It sleeps (never spins): one recvmmsg(MSG_WAITFORONE) on D/remote.sock per sleep waits for
+ * the host's ring and takes every queued ring (200 ms timeout while attached, 50 ms while
+ * waiting, as a safety net for lost rings).  Awake, it sets VRING_USED_F_NO_NOTIFY on both
+ * rings at once (the host need not kick a remote that will look again); it runs passes over
+ * both rings until one makes no progress; each pass handles everything ready, publishes each
+ * used entry as it goes, and rings the host at most once, only if the host wants interrupts
+ * (VRING_AVAIL_F_NO_INTERRUPT clear).  Before sleeping it clears its flags, fences, and looks
+ * once more.  --early-kick: also ring at the first entry a pass publishes (OpenAMP's
+ * virtqueue_kick per message) when the host wants it.
  *
- *   remote --board DIR [--extra-echo N] [--quiet]
+ *   remote --board DIR [--extra-echo N] [--early-kick] [--quiet]
  *
  * SIGTERM/SIGINT: close remote.sock and exit 0, printing a JSON line of
  * counters on stderr (as the Python sim leaves the table in memory).
  */
 #include "common.h"
 
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 
@@ -71,6 +72,8 @@ static struct {
     struct job jobs[MAX_SOURCE_JOBS];
     unsigned job_head, njobs;
     int tx_dirty, rx_dirty;
+    int early;                  /* --early-kick: ring at the first message of a pass */
+    uint64_t published, rung_at; /* entries published; how many when this pass last rang (0: not yet) */
     int violation;
     char why[160];
     uint8_t filler[MAX_PAYLOAD];
@@ -81,7 +84,7 @@ static struct {
     int quiet;
     /* counters (what SimStats counts, plus the wake-up figures) */
     uint64_t sessions, sessions_ended, reboots, refused, violations, bad_descriptors, malformed, unknown_dst;
-    uint64_t ns_sent, source_jobs, wakeups, passes, rx_msgs, tx_msgs;
+    uint64_t ns_sent, source_jobs, wakeups, timeouts, passes, rx_msgs, tx_msgs;
 } R;
 
 static volatile sig_atomic_t stop_requested;
@@ -222,6 +225,8 @@ static void advance(struct dring *r) { r->last_avail++; }
 
 static void kick_wanted(struct dring *r, int on) { st16(r->used, on ? 0 : VRING_USED_F_NO_NOTIFY); }
 
+static void published(struct dring *r);
+
 static void put_used(struct dring *r, uint32_t d, uint32_t len)
 {
     uint8_t *e = r->used + 4 + 8 * (r->used_idx & (VR_NUM - 1));
@@ -229,9 +234,24 @@ static void put_used(struct dring *r, uint32_t d, uint32_t len)
     memcpy(e + 4, &len, 4);
     r->used_idx++;
     st16(r->used + 2, r->used_idx);
+    published(r);
 }
 
 static int interrupt_wanted(struct dring *r) { return !(ld16(r->avail) & VRING_AVAIL_F_NO_INTERRUPT); }
+
+/* --early-kick: the first entry a pass publishes rings a host that wants it at once, so
+ * that it works on it while this pass goes on (OpenAMP rings per message, virtqueue_kick). */
+static void published(struct dring *r)
+{
+    R.published++;
+    if (!R.early || R.rung_at)
+        return;
+    full_fence();
+    if (interrupt_wanted(r)) {
+        ring_bell(R.sock, &R.host, r->notifyid, &R.bell);
+        R.rung_at = R.published;
+    }
+}
 
 static int rewound(struct dring *r) { return ld16(r->used + 2) != r->used_idx; }
 
@@ -609,6 +629,7 @@ static int pass(void)
 {
     R.passes++;
     R.tx_dirty = R.rx_dirty = 0;
+    R.rung_at = 0;
     unsigned rx_budget = avail_pending(&R.rx);
     unsigned tx_budget = VR_NUM;
     for (;;) {
@@ -631,7 +652,7 @@ static int pass(void)
     }
     if (R.violation)
         return 0;
-    if (R.tx_dirty || R.rx_dirty) {
+    if ((R.tx_dirty || R.rx_dirty) && (!R.rung_at || R.published != R.rung_at)) {
         full_fence(); /* used.idx stored, now the host's flag is loaded */
         if (R.tx_dirty && interrupt_wanted(&R.tx))
             ring_bell(R.sock, &R.host, R.tx.notifyid, &R.bell);
@@ -656,31 +677,33 @@ static int service(void)
             return 0;
         attach();
     }
+    kick_wanted(&R.tx, 0); /* awake: the host need not ring for what we will see anyway */
+    kick_wanted(&R.rx, 0);
     for (int i = 0; i < PASSES_PER_SERVICE; i++) {
         if (!session_ok())
             return 0;
         int progress = pass();
-        if (!R.violation && progress) {
-            kick_wanted(&R.tx, 0); /* busy: the host need not ring for what we will see anyway */
-            kick_wanted(&R.rx, 0);
+        if (!R.violation && progress)
             continue;
-        }
         if (!R.violation) {
-            kick_wanted(&R.tx, 1);
+            kick_wanted(&R.tx, 1); /* about to sleep: ring me, then look once more */
             kick_wanted(&R.rx, 1);
             full_fence(); /* flags stored before avail.idx is loaded again */
             if (!pass() && !R.violation)
                 return 0;
+            if (!R.violation) {
+                kick_wanted(&R.tx, 0);
+                kick_wanted(&R.rx, 0);
+                continue;
+            }
         }
-        if (R.violation) {
-            R.violation = 0;
-            R.violations++;
-            char why[200];
-            snprintf(why, sizeof why, "ring violation: %s", R.why);
-            logmsg("%s", why);
-            reboot(why);
-            return 0;
-        }
+        R.violation = 0;
+        R.violations++;
+        char why[200];
+        snprintf(why, sizeof why, "ring violation: %s", R.why);
+        logmsg("%s", why);
+        reboot(why);
+        return 0;
     }
     kick_wanted(&R.tx, 1); /* more to do, but look at the doorbell: keep the host's kicks coming */
     kick_wanted(&R.rx, 1);
@@ -695,13 +718,15 @@ static void print_stats(void)
             "remote-c: stats {\"sessions\": %llu, \"sessions_ended\": %llu, \"reboots\": %llu, \"refused\": %llu, "
             "\"violations\": %llu, \"bad_descriptors\": %llu, \"malformed\": %llu, \"unknown_dst\": %llu, "
             "\"ns_sent\": %llu, \"source_jobs\": %llu, \"rx_msgs\": %llu, \"tx_msgs\": %llu, \"wakeups\": %llu, "
-            "\"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, \"rings_dropped\": %llu, "
+            "\"timeouts\": %llu, \"passes\": %llu, \"rings_sent\": %llu, \"rings_lost\": %llu, "
+            "\"rings_dropped\": %llu, "
             "\"rings_received\": %llu, \"noise\": %llu}\n",
             (unsigned long long)R.sessions, (unsigned long long)R.sessions_ended, (unsigned long long)R.reboots,
             (unsigned long long)R.refused, (unsigned long long)R.violations,
             (unsigned long long)R.bad_descriptors, (unsigned long long)R.malformed,
             (unsigned long long)R.unknown_dst, (unsigned long long)R.ns_sent, (unsigned long long)R.source_jobs,
             (unsigned long long)R.rx_msgs, (unsigned long long)R.tx_msgs, (unsigned long long)R.wakeups,
+            (unsigned long long)R.timeouts,
             (unsigned long long)R.passes, (unsigned long long)R.bell.sent, (unsigned long long)R.bell.lost,
             (unsigned long long)R.bell.dropped, (unsigned long long)R.bell.received,
             (unsigned long long)R.bell.noise);
@@ -709,7 +734,7 @@ static void print_stats(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: remote --board DIR [--extra-echo N] [--quiet]\n");
+    fprintf(stderr, "usage: remote --board DIR [--extra-echo N] [--early-kick] [--quiet]\n");
     exit(2);
 }
 
@@ -725,7 +750,9 @@ int main(int argc, char **argv)
             extra = strtol(argv[++i], &end, 10);
             if (*end || extra < 0 || extra > 100000)
                 usage();
-        } else if (!strcmp(argv[i], "--quiet"))
+        } else if (!strcmp(argv[i], "--early-kick"))
+            R.early = 1;
+        else if (!strcmp(argv[i], "--quiet"))
             R.quiet = 1;
         else
             usage();
@@ -773,32 +800,32 @@ int main(int argc, char **argv)
     if (set_sun(&R.host, dir, "host.sock") < 0)
         return 1;
     R.sock = bind_doorbell(dir, "remote.sock");
-    if (R.sock < 0)
+    if (R.sock < 0 || set_blocking(R.sock) < 0)
         return 1;
     logmsg("remote on board %s: table at %#x, vrings %#x/%#x, %u endpoints, waiting for the host", dir, TABLE_PA,
            VRING0_PA, VRING1_PA, R.nept);
 
-    /* SIGTERM/SIGINT are blocked except inside ppoll: no wake-up can be missed */
-    sigset_t block, orig;
-    sigemptyset(&block);
-    sigaddset(&block, SIGTERM);
-    sigaddset(&block, SIGINT);
-    sigprocmask(SIG_BLOCK, &block, &orig);
+    /* SIGTERM/SIGINT interrupt the wait (no SA_RESTART); one that comes just before it is seen
+     * when the wait's timeout ends, at most 200 ms later. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    struct pollfd pfd = {.fd = R.sock, .events = POLLIN};
+    long timeout = -1;
     while (!stop_requested) {
-        drain_bell(R.sock, &R.bell);
         int more = service();
-        long ms = more ? 0 : (R.state == ATTACHED ? 200 : 50);
-        struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-        int r = ppoll(&pfd, 1, &ts, &orig);
-        if (r > 0)
+        long ms = R.state == ATTACHED ? 200 : 50;
+        if (ms != timeout && set_bell_timeout(R.sock, ms) == 0)
+            timeout = ms;
+        if (stop_requested)
+            break;
+        unsigned got = wait_bells(R.sock, !more, &R.bell);
+        if (got || !more)
             R.wakeups++;
+        if (!got && !more && R.state == ATTACHED && !stop_requested)
+            R.timeouts++; /* attached and woken by the safety net, not a ring */
     }
     close(R.sock);
     char path[sizeof R.host.sun_path + 16];

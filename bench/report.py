@@ -91,6 +91,9 @@ def render(res: dict[str, Any]) -> str:
         reps = raw.get("c_pair", {}).get("repeats", [])
         out.append(line.rstrip(";") + (f" (best of {len(reps)} runs)" if len(reps) > 1 else ""))
     out.append("")
+    vs = versus_table(res)
+    if vs:
+        out += [vs, ""]
     out.append(main_table(res))
     idle = res.get("daemon", {}).get("c", {}).get("idle")
     if idle:
@@ -131,17 +134,71 @@ FIGURES = (
 )
 
 
+VERSUS = (
+    ("pipe", "pipelined echo 16 B"),
+    ("sink", "sink 496 B"),
+    ("source", "source 496 B"),
+    ("rtt", "echo RTT p50"),
+)
+
+
+def versus_table(res: dict[str, Any]) -> str:
+    """rprocd against the reference host, per workload and placement, with the per-message counts of both."""
+    c = res.get("daemon", {}).get("c", {})
+    ref = res.get("limit", {}).get("c", {})
+    rows: list[list[str]] = []
+    for mode, label in VERSUS:
+        first = True
+        for sfx, place in PLACES:
+            f, r = c.get(mode + sfx), ref.get(mode + sfx)
+            if f is None and r is None:
+                continue
+            f, r = f or {}, r or {}
+            fp, rp = f.get("perf", {}), r.get("perf", {})
+            if mode == "rtt":
+                mine, theirs = us(f.get("p50_us")), us(r.get("p50_us"))
+                rat = ratio(f.get("p50_us"), r.get("p50_us"))
+            else:
+                mine, theirs = rate(f.get("msgs_per_s")), rate(r.get("msgs_per_s"))
+                rat = ratio(f.get("msgs_per_s"), r.get("msgs_per_s"))
+            rows.append(
+                [
+                    label if first else "",
+                    place,
+                    mine if f else "-",
+                    theirs if r else "-",
+                    rat,
+                    f"{num(fp.get('syscalls_per_msg'))} / {num(rp.get('syscalls_per_msg'))}",
+                    f"{num(fp.get('ctx_switches_per_msg'))} / {num(rp.get('ctx_switches_per_msg'))}",
+                    f"{num(fp.get('cpu_us_per_msg'))} / {num(rp.get('cpu_us_per_msg'))}",
+                ]
+            )
+            first = False
+    if not rows:
+        return ""
+    header = ["workload", "placement", "rprocd", "reference", "ratio", "syscalls/msg", "ctx sw/msg", "CPU us/msg"]
+    note = (
+        "  (C remote; reference = bench/host.c driving the rings itself, same remote, same placement, same run; "
+        "ratio: rprocd / reference (for the RTT: how many times slower); per-message columns: rprocd's daemon / "
+        "the reference host, from perf stat (raw_syscalls:sys_enter, context-switches, task-clock), per rpmsg "
+        "message, an echo is two)"
+    )
+    return "rprocd against the reference host\n" + table(header, rows, text=2) + "\n" + note
+
+
 def main_table(res: dict[str, Any]) -> str:
     header = [
         "figure",
         "placement",
         "remote",
         "through rprocd",
-        "remote alone",
+        "reference host",
         "ratio",
         "repeats",
         "vs raw C/Py",
         "daemon us/msg",
+        "syscalls/msg",
+        "ctx sw/msg",
         "daemon CPU",
         "daemon wakeups/msg",
         "remote CPU",
@@ -161,10 +218,13 @@ def main_table(res: dict[str, Any]) -> str:
                 f = figs.get(mode + sfx)
                 if f is None:
                     continue
-                lr = lim.get(mode, {}) if not sfx else {}
+                lr = lim.get(mode + sfx, {})
                 d = f["daemon"]
+                pf = f.get("perf", {})
                 common = [
-                    num(d.get("cpu_us_per_msg")),
+                    num(pf.get("cpu_us_per_msg", d.get("cpu_us_per_msg"))),
+                    num(pf.get("syscalls_per_msg")),
+                    num(pf.get("ctx_switches_per_msg")),
                     f"{d.get('cpu_pct')} %",
                     num(d.get("wakeups_per_msg")),
                     f"{f['remote'].get('cpu_pct')} %",
@@ -209,9 +269,10 @@ def main_table(res: dict[str, Any]) -> str:
     note = (
         "  (each figure is the best of its repeats, whose range is shown; placement: free = the scheduler's choice, "
         "one CPU = client, daemon and remote pinned to one CPU, own CPU = the remote alone on the other CPU as on "
-        "the board; ratio: through rprocd / remote alone (free); vs raw: / the raw C and Python pair round trips, "
-        "across CPUs for own CPU; us/msg and wakeups/msg per rpmsg message crossing the daemon, an echo is two; "
-        "CPU in % of one CPU)"
+        "the board; reference host: bench/host.c on the same remote in the same placement (see the table above); "
+        "ratio: through rprocd / reference host; vs raw: / the raw C and Python pair round trips, "
+        "across CPUs for own CPU; us/msg (perf task-clock), syscalls/msg, ctx sw/msg (perf stat -p) and wakeups/msg "
+        "(voluntary switches, /proc) per rpmsg message crossing the daemon, an echo is two; CPU in % of one CPU)"
     )
     return "main figures\n" + table(header, rows, text=3) + "\n" + note
 

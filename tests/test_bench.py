@@ -7,8 +7,10 @@
   processes, through the same checks.
 * The daemon's end-to-end checks (echo, sink, source, pipelined echo, a
   remote that restarts) run against both remotes.
-* ``python -m bench --quick`` completes and loses nothing (no timing checks:
-  CI machines are what they are).
+* ``python -m bench --quick`` completes, loses and duplicates nothing, and
+  the daemon's syscalls per message in each bulk workload stay under
+  ``SYSCALLS_PER_MSG_MAX``: a count (perf stat), not a time, so CI machines
+  being what they are does not make it flaky.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ from tests.conftest import REPO, Board, Procs, wait_for
 from tests.test_sim_remote import BUF, HDR, HOST_ADDR, NAMES, Deadline, MiniHost, attach_and_ns
 
 REMOTES = ["py", "c"]
+
+# The daemon's syscalls per rpmsg message (perf stat -p, raw_syscalls:sys_enter) in each bulk
+# workload (pipelined echo, sink, source) on the C remote, in every placement.  Issue 15's
+# target is 0.5.  Today's daemon measures 1.2-1.5 here on a busy machine, and the issue measured
+# up to 2.5 (pipelined echo) on a quieter one; one message per wake-up, no batching at all, costs
+# it about 4.5 (the echo round trip).  So the ceiling sits at 3.5 until the hot-path work is
+# merged: then lower it to 0.5.
+SYSCALLS_PER_MSG_MAX = 3.5
+# The reference host (bench/host.c) is the instrument: ~0.06-0.27 per message in bulk today
+# (start-up included).  If it needs more, the ratios measure a worse host than the machine allows.
+REFERENCE_SYSCALLS_PER_MSG_MAX = 0.5
+BULK = ("pipe", "sink", "source")
 
 
 @pytest.fixture(scope="session")
@@ -389,17 +403,28 @@ def _echoes(board: Board) -> bool:
 # -- the benchmark itself -----------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # ~1 min on a quiet 2-CPU machine; several on one shared with other work
 def test_quick_bench_completes_and_loses_nothing(tmp_path: Path, bins: dict[str, Path]) -> None:
     out = tmp_path / "bench.json"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run(
+    # Its own session: if the test is stopped (a timeout), the bench and everything it started go
+    # with it (os.killpg), instead of a killed bench leaving its remote, daemon and clients behind.
+    p = subprocess.Popen(
         [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
         cwd=REPO,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = p.communicate(timeout=840)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    r = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     res = json.loads(out.read_text())
     assert res["ok"] and res["lost"] == 0 and res["failures"] == []
@@ -411,10 +436,21 @@ def test_quick_bench_completes_and_loses_nothing(tmp_path: Path, bins: dict[str,
         (e, c) for e in (1, 8, 64) for c in (1, 8, 32)
     }
     assert all(t["name"] and isinstance(t["pass"], bool) for t in res["targets"])
-    c = res["daemon"]["c"]
+    c, ref = res["daemon"]["c"], res["limit"]["c"]
+    placements = ("", "_one_cpu", "_split") if len(os.sched_getaffinity(0)) > 1 else ("", "_one_cpu")
     for mode in ("rtt", "pipe", "sink", "source"):  # every placement ran and checked its messages
-        placements = ("", "_one_cpu", "_split") if len(os.sched_getaffinity(0)) > 1 else ("", "_one_cpu")
         for key in (mode + p for p in placements):
             assert c[key]["lost"] == 0 and c[key]["bad"] == 0 and c[key]["n"] > 0, key
+            if mode == "sink":  # the sink's own count: a duplicate would count more than was sent
+                assert c[key]["counted"] == c[key]["n"], key
+            assert ref[key]["lost"] == 0 and ref[key]["bad"] == 0, key  # bad: out of order or duplicated
+            # woken by its safety net while the remote, asking to be kicked and with every kick read,
+            # slept (a timeout while the remote did not run at all is a busy machine, not counted)
+            assert ref[key]["lost_wakeups"] == 0, key
+            assert c[key]["perf"]["syscalls"] > 0 and ref[key]["perf"]["syscalls"] > 0, key
+    for key in (mode + p for mode in BULK for p in placements):
+        daemon, reference = c[key]["perf"]["syscalls_per_msg"], ref[key]["perf"]["syscalls_per_msg"]
+        assert daemon <= SYSCALLS_PER_MSG_MAX, f"{key}: the daemon made {daemon} syscalls per message"
+        assert reference <= REFERENCE_SYSCALLS_PER_MSG_MAX, f"{key}: the reference host made {reference} per message"
     assert '"ok":true' in r.stdout.splitlines()[-1]  # the JSON object is the last line
     assert "targets" in r.stdout and "scaling" in r.stdout  # and the table before it
