@@ -72,6 +72,7 @@ def test_deb_holds_unit_conffile_udev_sysusers_and_man_pages(deb: Path) -> None:
         "/usr/share/doc/rprocd/hardware.md.gz",  # where the log's hint for missing UIO devices points
         "/usr/lib/python3/dist-packages/rprocd/sdnotify.py",
         "/usr/lib/python3/dist-packages/rprocd/native/_barrier.so",  # under the name rprocd.native looks for
+        "/usr/lib/python3/dist-packages/rprocd/native/_sockio.so",  # and rprocd.native.sockio
     ):
         assert path in files, path
     assert run("dpkg-deb", "-f", deb, "Package").stdout.strip() == "rprocd"
@@ -150,13 +151,17 @@ def test_packaged_cli_runs_with_debians_python(root: Path) -> None:
         r = subprocess.run([script, "--version"], env=env, capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == f"{tool} {rprocd.__version__}"
-    code = "import rprocd, rprocd.native as n; print(rprocd.__file__); print(n.KIND)"
+    code = (
+        "import rprocd, rprocd.native as n, rprocd.native.sockio as s; print(rprocd.__file__); print(n.KIND);"
+        " print(s.PREBUILT.exists() and s.LIB is not None)"
+    )
     r = subprocess.run(
         ["/usr/bin/python3", "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=60, check=True
     )
-    where, kind = r.stdout.splitlines()
+    where, kind, sockio_prebuilt = r.stdout.splitlines()
     assert where.startswith(str(root))  # the packaged modules, not the work tree's
     assert kind == "native (_barrier.so)"  # the prebuilt helper, found under its name
+    assert sockio_prebuilt == "True"  # the batched socket I/O helper, prebuilt and loaded
 
 
 def _analyze_root(root: Path, tmp_path: Path) -> Path:
