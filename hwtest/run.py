@@ -36,13 +36,14 @@ class Bed:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.lines: list[str] = []
         self.failures: list[str] = []
+        self._libs: dict[Path, bytes] = {}
 
     # -- processes ---------------------------------------------------------------
 
     def spawn(self, name: str, argv: list[str], **kw) -> subprocess.Popen:
-        log = open(self.run / f"{name}.log", "wb")
         env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        p = subprocess.Popen(argv, stdout=kw.pop("stdout", log), stderr=log, env=env, **kw)
+        with open(self.run / f"{name}.log", "wb") as log:  # the child keeps its own descriptor
+            p = subprocess.Popen(argv, stdout=kw.pop("stdout", log), stderr=log, env=env, **kw)
         self.procs.append((name, p))
         return p
 
@@ -110,7 +111,8 @@ class Bed:
         qemu = self.spawn("qemu", argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.spawn(
             "bridge",
-            [sys.executable, str(HERE / "bridge.py"), "--board", str(self.board), "--chardev", str(self.run / "mbox.sock")],
+            [sys.executable, str(HERE / "bridge.py"), "--board", str(self.board)]
+            + ["--chardev", str(self.run / "mbox.sock")],
         )
         return qemu
 
@@ -185,9 +187,8 @@ class Bed:
                 print(f"HWTEST detector phase {what}: {n} violation(s), as expected", flush=True)
         summary = ""
         try:
-            summary = next(
-                ln for ln in (self.run / "plugin.log").read_text().splitlines() if ln.startswith("devmem_check: accesses=")
-            )
+            lines = (self.run / "plugin.log").read_text().splitlines()
+            summary = next(ln for ln in lines if ln.startswith("devmem_check: accesses="))
         except (FileNotFoundError, StopIteration):
             self.failures.append("the detector wrote no summary (was the plugin loaded?)")
         m = re.search(r"accesses=(\d+) violations=(\d+)", summary)
@@ -197,19 +198,27 @@ class Bed:
                 self.failures.append(f"the detector saw only {m.group(1)} window accesses: was it watching?")
 
     def symbolize(self, violation: str) -> str:
-        """Add "lib+offset" to a violation's pc from the rprocd maps the guest printed."""
-        m = re.search(r"pc=0x([0-9a-f]+)", violation)
+        """Name the guest library that holds a violation's instruction.
+
+        The pc is the one the instruction was first translated at: aarch64 TBs
+        are position-independent (CF_PCREL) and shared by every process that
+        maps the same code page, so the pc may be another process's address.
+        The page offset and the instruction word are the same everywhere, so
+        they are looked up in the guest's libraries instead.
+        """
+        m = re.search(r"pc=0x([0-9a-f]+) insn=0x([0-9a-f]{8})", violation)
         if not m:
             return violation
-        pc = int(m.group(1), 16)
-        for ln in self.lines:
-            if not ln.startswith("MAPS "):
-                continue
-            f = ln.split()
-            lo, hi = (int(x, 16) for x in f[1].split("-"))
-            if lo <= pc < hi and len(f) > 6:
-                return f"{violation} [{f[6]}+{pc - lo + int(f[3], 16):#x}]"
-        return violation
+        off, word = int(m.group(1), 16) & 0xFFF, bytes.fromhex(m.group(2))[::-1]
+        hits = []
+        for lib in sorted((self.out / "initrd-root").glob("lib/aarch64-linux-gnu/lib*.so*")):
+            data = self._libs.setdefault(lib, lib.read_bytes())
+            i = data.find(word)
+            while i != -1:
+                if i & 0xFFF == off:
+                    hits.append(f"{lib.name}+{i:#x}")
+                i = data.find(word, i + 1)
+        return f"{violation} [{' or '.join(hits) or 'not in a guest library'}]"
 
     def dump(self) -> None:
         for name in ("console", "plugin", "remote", "bridge", "qemu"):

@@ -40,12 +40,14 @@ def wait_for(what: str, cond, timeout: float) -> None:
 
 
 def start_rprocd() -> subprocess.Popen:
-    log = open("/tmp/rprocd.log", "ab")
     env = dict(os.environ, PYTHONPATH="/opt/rprocd", RPROCD_CACHE_DIR="/tmp/rprocd-cache")
-    return subprocess.Popen(
-        [sys.executable, "-m", "rprocd.cli.daemon", "-c", "/etc/rprocd/rprocd.toml"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
+    with open("/tmp/rprocd.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "rprocd.cli.daemon", "-c", "/etc/rprocd/rprocd.toml"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def endpoints_up() -> bool:
@@ -94,9 +96,6 @@ def main() -> int:
     proc = start_rprocd()
     wait_for("attach", endpoints_up, 300)
     say(f"attached endpoints={len(EPTS)} seconds={time.monotonic() - t0:.1f}")
-    for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines():
-        if " r-xp " in line:
-            print("MAPS", line, flush=True)  # run.py names the library of a violation's pc
     echoes(100 if mode == "short" else 1000)
     if mode != "short":
         sink(10_000)
