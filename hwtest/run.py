@@ -147,6 +147,16 @@ class Bed:
         self.lines.append(line)
         if line.startswith("HWTEST ") and not line.startswith("HWTEST negctl"):
             print(line, flush=True)
+        if line.startswith("HWTEST request remote-restart"):
+            self.restart_remote()
+
+    def restart_remote(self) -> None:
+        """Stop the remote and start a new one, which writes its table afresh (sim-board.md step 4)."""
+        for name, p in self.procs:
+            if name == "remote" and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(20)
+        self.spawn("remote2", [sys.executable, str(HERE / "remote.py"), "--board", str(self.board)])
 
     # -- checks ------------------------------------------------------------------
 
@@ -170,6 +180,15 @@ class Bed:
         if self.mode != "short":
             self.has(r"HWTEST sink ok", "sink")
             self.has(r"HWTEST source ok", "source")
+            self.has(r"HWTEST kill9 ok", "kill -9 and resume")
+            self.has(r"HWTEST reattach ok", "remote restart and re-attach")
+            # The first remote lived through the kill -9: one session, never ended or reset.
+            first = (self.run / "remote.log").read_text() if (self.run / "remote.log").exists() else ""
+            if "'sessions': 1, 'sessions_ended': 0, 'reboots': 0" not in first:
+                self.failures.append("the first remote's session did not survive the kill -9 untouched (remote.log)")
+            second = (self.run / "remote2.log").read_text() if (self.run / "remote2.log").exists() else ""
+            if "attached:" not in second:
+                self.failures.append("rprocd did not attach to the restarted remote (remote2.log)")
         self.has(r"HWTEST exit rc=0", "guest test script")
         # The negative control: exactly one violation for each misuse, none for the aligned run,
         # none before it (boot) and none after it (rprocd).
@@ -221,7 +240,7 @@ class Bed:
         return f"{violation} [{' or '.join(hits) or 'not in a guest library'}]"
 
     def dump(self) -> None:
-        for name in ("console", "plugin", "remote", "bridge", "qemu"):
+        for name in ("console", "plugin", "remote", "remote2", "bridge", "qemu"):
             p = self.run / f"{name}.log"
             if p.exists():
                 print(f"----- {p} -----")

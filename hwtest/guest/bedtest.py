@@ -90,16 +90,83 @@ def source(n: int, size: int = 64) -> None:
     say(f"source ok n={n} size={size} seconds={time.monotonic() - t0:.1f}")
 
 
+def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subprocess.Popen:
+    """kill -9 rprocd mid-stream, start it again (as systemd's Restart= would): the stream goes on.
+
+    The client keeps reading what its socket already holds, then reconnects to
+    the new daemon's socket; every sequence number must arrive once, in order.
+    """
+    global PROC
+    seen: list[int] = []
+    ep = Endpoint.open("rpmsg-source", runtime_dir=RUN)
+    ep.send(f"{n} {size}".encode(), timeout=30)
+    while len(seen) < kill_at:
+        seen.append(struct.unpack_from("<I", ep.recv(timeout=60))[0])
+    PROC.kill()
+    PROC.wait()
+    say(f"kill9 rprocd killed after {len(seen)} messages")
+    try:
+        while True:
+            seen.append(struct.unpack_from("<I", ep.recv(timeout=5))[0])
+    except Exception as e:  # EOF or timeout once the old daemon's socket is drained
+        say(f"kill9 old socket drained at {len(seen)} ({type(e).__name__})")
+    ep.close()
+    t0 = time.monotonic()
+    PROC = start_rprocd()
+    wait_for("kill9 restart", endpoints_up, 300)
+    say(f"kill9 rprocd restarted, endpoints back in {time.monotonic() - t0:.1f} s")
+    with Endpoint.open("rpmsg-source", runtime_dir=RUN) as ep2:
+        while len(seen) < n:
+            try:
+                seen.append(struct.unpack_from("<I", ep2.recv(timeout=60))[0])
+            except Exception as e:
+                fail("kill9", f"stream stopped after {len(seen)} of {n} ({e!r}); last seq {seen[-1]}")
+    gaps = [(a, b) for a, b in zip(seen, seen[1:], strict=False) if b != a + 1]
+    if seen[0] != 0 or gaps:
+        fail("kill9", f"sequence not continuous: first {seen[0]}, gaps {gaps[:5]} ({len(gaps)} in all)")
+    say(f"kill9 ok n={n} continuous across the restart")
+    return PROC
+
+
+def echo_works() -> bool:
+    try:
+        with Endpoint.open("rpmsg-client-sample", runtime_dir=RUN) as ep:
+            return ep.request(b"ping", timeout=5) == b"ping"
+    except Exception:
+        return False
+
+
+def remote_restart() -> None:
+    """Ask the host to restart the remote (it writes a fresh table): rprocd must re-attach."""
+    say("request remote-restart")
+    deadline = time.monotonic() + 60
+    while echo_works():  # the old session answers until the host has restarted the remote
+        if time.monotonic() > deadline:
+            fail("remote restart", "the remote was not restarted within 60 s")
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    wait_for("re-attach", lambda: endpoints_up() and echo_works(), 300)
+    say(f"reattach ok seconds={time.monotonic() - t0:.1f}")
+    echoes(100)
+
+
+PROC: subprocess.Popen
+
+
 def main() -> int:
     mode = sys.argv[1] if len(sys.argv) > 1 else "short"
     t0 = time.monotonic()
-    proc = start_rprocd()
+    global PROC
+    proc = PROC = start_rprocd()
     wait_for("attach", endpoints_up, 300)
     say(f"attached endpoints={len(EPTS)} seconds={time.monotonic() - t0:.1f}")
     echoes(100 if mode == "short" else 1000)
     if mode != "short":
         sink(10_000)
         source(10_000)
+        kill9_resume()
+        remote_restart()
+    proc = PROC
     proc.terminate()
     try:
         rc = proc.wait(30)
