@@ -69,6 +69,17 @@ class Bed:
             f"{self.out / 'devmem_check.so'},base={BASE:#x},size={SIZE:#x},mark={BASE + MARK:#x},"
             f"log={self.run / 'plugin.log'}"
         )
+        if self.mode == "short" or self.mode == "full":
+            initrd, append, disk = self.out / "initrd.cpio.gz", "", []
+        elif self.mode == "stage2":
+            initrd, append = self.out / "loader.cpio.gz", " hwtest.init=/stage2.sh"
+            disk = ["-drive", f"if=none,file={self.out / 'rootfs.img'},format=raw,id=hd"]
+        else:  # systemd: the cached image, read-only (-snapshot), the run's payload in a second cpio
+            initrd, append = self.initrd_with_payload(), ""
+            disk = ["-drive", f"if=none,file={self.out / 'rootfs.img'},format=raw,id=hd,snapshot=on"]
+        if disk:
+            disk += ["-device", "virtio-blk-device,drive=hd"]
+            append = " root=/dev/vda rw" + append
         return [
             "nice", "-n", "10", "qemu-system-aarch64", *machine,
             "-no-reboot", "-nodefaults",
@@ -77,11 +88,36 @@ class Bed:
             "-chardev", f"socket,id=mbox,path={self.run / 'mbox.sock'},server=on,wait=off",
             "-serial", "chardev:mbox",
             "-kernel", str(k / "Image"),
-            "-initrd", str(self.out / "initrd.cpio.gz"),
+            "-initrd", str(initrd),
             "-dtb", str(self.out / "bed.dtb"),
-            "-append", f"console=ttyAMA0 panic=-1 quiet hwtest.mode={self.mode}",
-            "-plugin", plugin,
+            "-append", f"console=ttyAMA0 panic=-1 quiet hwtest.mode={self.mode}{append}",
+            *disk,
+            *([] if self.mode == "stage2" else ["-plugin", plugin]),
         ]  # fmt: skip
+
+    def initrd_with_payload(self) -> Path:
+        """loader.cpio.gz + a second archive with /payload (the kernel unpacks both)."""
+        pay = self.run / "payload-root" / "payload"
+        (pay / "systemd" / "multi-user.target.wants").mkdir(parents=True)
+        subprocess.run(["cp", "-a", str(self.out / "payload" / "debs"), str(pay)], check=True)
+        for src in ("guest/bedtest.py", "guest/rprocd.toml", "guest/systemd-test.sh"):
+            subprocess.run(["cp", str(HERE / src), str(pay)], check=True)
+        subprocess.run(["cp", str(self.out / "initrd-root" / "lib" / "hwtest" / "negctl"), str(pay)], check=True)
+        subprocess.run(["cp", str(HERE / "guest" / "hwtest.service"), str(pay / "systemd")], check=True)
+        (pay / "systemd" / "multi-user.target.wants" / "hwtest.service").symlink_to("../hwtest.service")
+        out = self.run / "initrd.cpio.gz"
+        with open(out, "wb") as f:
+            f.write((self.out / "loader.cpio.gz").read_bytes())
+            files = subprocess.run(["find", "."], cwd=self.run / "payload-root", check=True, capture_output=True).stdout
+            cpio = subprocess.run(
+                ["cpio", "-o", "-H", "newc", "--quiet"],
+                cwd=self.run / "payload-root",
+                input=files,
+                check=True,
+                capture_output=True,
+            ).stdout
+            f.write(subprocess.run(["gzip", "-1"], input=cpio, check=True, capture_output=True).stdout)
+        return out
 
     def phases(self) -> dict[int, list[str]]:
         """The detector's violations by phase: the last MARK before each (0 = before any)."""
@@ -172,6 +208,16 @@ class Bed:
         for line in self.lines:
             if line.startswith("HWTEST FAIL"):
                 self.failures.append(line[len("HWTEST ") :])
+        if self.mode == "stage2":
+            self.has(r"HWTEST stage2 debootstrap ok", "debootstrap second stage")
+            self.has(r"HWTEST stage2 depmod ok", "depmod")
+            return
+        if self.mode == "systemd":
+            self.has(r"HWTEST systemd boot .*pid1=systemd", "systemd as PID 1")
+            self.has(r"HWTEST apt install ok rprocd \S+ arm64", "apt install of the package")
+            self.has(r"HWTEST systemd is-active=active status='.*attached.*4 endpoints", "systemd status")
+            self.has(r"HWTEST devnode /dev/uio\d+ rprocd 660 name=rpmsg_shm", "udev rule on the window")
+            self.has(r"HWTEST devnode /dev/uio\d+ rprocd 660 name=mbox", "udev rule on the mailbox")
         self.has(r"HWTEST uio uio\d+ name=rpmsg_shm addr=0x0*60000000 size=0x0*8000", "UIO window")
         self.has(r"HWTEST uio uio\d+ name=mbox addr=0x0*9040000 size=0x0*1000", "UIO mailbox")
         self.has(r"HWTEST irq .*mbox", "mailbox interrupt")
@@ -250,7 +296,7 @@ class Bed:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "build" / "hwtest"))
-    p.add_argument("--mode", choices=("short", "full"), default="short")
+    p.add_argument("--mode", choices=("short", "full", "systemd", "stage2"), default="short")
     p.add_argument("--timeout", type=float, default=1200)
     args = p.parse_args(argv)
     bed = Bed(Path(args.out).resolve(), args.mode, args.timeout)

@@ -39,7 +39,70 @@ def wait_for(what: str, cond, timeout: float) -> None:
         time.sleep(0.2)
 
 
+SYSTEMD = False  # mode "systemd": rprocd is the installed package's unit, the client is not root
+CLIENT = ("hwclient", "rprocd")
+
+
+class as_client:
+    """Connect with the credentials of a non-root member of the rprocd group (SO_PEERCRED, file modes)."""
+
+    def __enter__(self) -> None:
+        if not SYSTEMD:
+            return
+        import grp
+        import pwd
+
+        pw, gr = pwd.getpwnam(CLIENT[0]), grp.getgrnam(CLIENT[1])
+        os.setgroups([gr.gr_gid])
+        os.setegid(pw.pw_gid)
+        os.seteuid(pw.pw_uid)
+
+    def __exit__(self, *exc: object) -> None:
+        if not SYSTEMD:
+            return
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups([])
+
+
+def open_ep(name: str) -> Endpoint:
+    with as_client():
+        return Endpoint.open(name, runtime_dir=RUN)
+
+
+def systemctl(*args: str) -> str:
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True).stdout.strip()
+
+
+class Unit:
+    """rprocd run by systemd, with the interface of the Popen the initramfs mode uses."""
+
+    @property
+    def pid(self) -> int:
+        return int(systemctl("show", "-p", "MainPID", "--value", "rprocd") or 0)
+
+    def kill(self) -> None:
+        self.old = self.pid
+        subprocess.run(["systemctl", "kill", "-s", "KILL", "rprocd"], check=True)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 0
+
+    def terminate(self) -> None:
+        subprocess.run(["systemctl", "stop", "rprocd"], check=True)
+
+
 def start_rprocd() -> subprocess.Popen:
+    if SYSTEMD:  # systemd restarts it after kill -9 (Restart=on-failure); wait for a new MainPID
+        unit = PROC if isinstance(PROC, Unit) else Unit()
+        old = getattr(unit, "old", 0)
+
+        def restarted() -> bool:
+            return systemctl("is-active", "rprocd") == "active" and unit.pid not in (0, old)
+
+        wait_for("systemd restart", restarted, 120)
+        return unit  # type: ignore[return-value]
+
     env = dict(os.environ, PYTHONPATH="/opt/rprocd", RPROCD_CACHE_DIR="/tmp/rprocd-cache")
     with open("/tmp/rprocd.log", "ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -56,7 +119,7 @@ def endpoints_up() -> bool:
 
 def echoes(n: int) -> None:
     t0 = time.monotonic()
-    with Endpoint.open("rpmsg-client-sample", runtime_dir=RUN) as ep:
+    with open_ep("rpmsg-client-sample") as ep:
         for i in range(n):
             msg = struct.pack("<I", i) + bytes((i + k) & 0xFF for k in range(i % 480))
             got = ep.request(msg, timeout=30)
@@ -69,7 +132,7 @@ def echoes(n: int) -> None:
 def sink(n: int, size: int = 496) -> None:
     t0 = time.monotonic()
     payload = bytes(range(256)) * 2
-    with Endpoint.open("rpmsg-sink", runtime_dir=RUN) as ep:
+    with open_ep("rpmsg-sink") as ep:
         for _ in range(n):
             ep.send(payload[:size], timeout=60)
         stat = ep.request(b"STAT", timeout=60)
@@ -80,7 +143,7 @@ def sink(n: int, size: int = 496) -> None:
 
 def source(n: int, size: int = 64) -> None:
     t0 = time.monotonic()
-    with Endpoint.open("rpmsg-source", runtime_dir=RUN) as ep:
+    with open_ep("rpmsg-source") as ep:
         ep.send(f"{n} {size}".encode(), timeout=30)
         for i in range(n):
             m = ep.recv(timeout=60)
@@ -98,7 +161,7 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     """
     global PROC
     seen: list[int] = []
-    ep = Endpoint.open("rpmsg-source", runtime_dir=RUN)
+    ep = open_ep("rpmsg-source")
     ep.send(f"{n} {size}".encode(), timeout=30)
     while len(seen) < kill_at:
         seen.append(struct.unpack_from("<I", ep.recv(timeout=60))[0])
@@ -113,9 +176,9 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     ep.close()
     t0 = time.monotonic()
     PROC = start_rprocd()
-    wait_for("kill9 restart", endpoints_up, 300)
+    wait_for("kill9 restart", lambda: endpoints_up() and can_connect("rpmsg-source"), 300)
     say(f"kill9 rprocd restarted, endpoints back in {time.monotonic() - t0:.1f} s")
-    with Endpoint.open("rpmsg-source", runtime_dir=RUN) as ep2:
+    with open_ep("rpmsg-source") as ep2:
         while len(seen) < n:
             try:
                 seen.append(struct.unpack_from("<I", ep2.recv(timeout=60))[0])
@@ -128,9 +191,18 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     return PROC
 
 
+def can_connect(name: str) -> bool:
+    """The socket file may be the killed daemon's: only a connect tells a live one."""
+    try:
+        open_ep(name).close()
+        return True
+    except OSError:
+        return False
+
+
 def echo_works() -> bool:
     try:
-        with Endpoint.open("rpmsg-client-sample", runtime_dir=RUN) as ep:
+        with open_ep("rpmsg-client-sample") as ep:
             return ep.request(b"ping", timeout=5) == b"ping"
     except Exception:
         return False
@@ -156,12 +228,21 @@ PROC: subprocess.Popen
 def main() -> int:
     mode = sys.argv[1] if len(sys.argv) > 1 else "short"
     t0 = time.monotonic()
-    global PROC
+    global PROC, SYSTEMD
+    SYSTEMD = mode == "systemd"
+    if SYSTEMD:
+        PROC = Unit()  # type: ignore[assignment]
+        wait_for("rprocd active", lambda: systemctl("is-active", "rprocd") == "active", 300)
     proc = PROC = start_rprocd()
     wait_for("attach", endpoints_up, 300)
     say(f"attached endpoints={len(EPTS)} seconds={time.monotonic() - t0:.1f}")
+    if SYSTEMD:
+        status = systemctl("show", "-p", "StatusText", "--value", "rprocd")
+        say(f"systemd is-active={systemctl('is-active', 'rprocd')} status={status!r}")
+        if "attached" not in status or "4 endpoints" not in status:
+            fail("systemd status", f"STATUS is {status!r}")
     echoes(100 if mode == "short" else 1000)
-    if mode != "short":
+    if mode != "short":  # full and systemd
         sink(10_000)
         source(10_000)
         kill9_resume()
@@ -178,10 +259,18 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    rc = 1
     try:
         rc = main()
+    except Exception as e:  # say it on the console in the form run.py reports
+        say("FAIL", f"bedtest: {e!r}")
+        raise
     finally:
         log = Path("/tmp/rprocd.log")
+        if SYSTEMD:
+            cmd = ["journalctl", "-u", "rprocd", "--no-pager", "-o", "short-monotonic"]
+            j = subprocess.run(cmd, capture_output=True)
+            log.write_bytes(j.stdout)
         if log.exists():
             for line in log.read_text(errors="replace").splitlines():
                 print("RPROCD", line, flush=True)
