@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # Loader initramfs of the systemd guest: load virtio-blk and ext4 (modules in
 # Debian's kernel), mount the root, copy the run's payload in, switch to it.
+/bin/busybox mkdir -p /proc /dev /sys /newroot
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t devtmpfs devtmpfs /dev
