@@ -26,9 +26,15 @@ def say(*a: object) -> None:
     print("HWTEST", *a, flush=True)
 
 
-def fail(what: str, why: str) -> None:
+FAILED = False
+
+
+def fail(what: str, why: str, fatal: bool = True) -> None:
+    global FAILED
+    FAILED = True
     say("FAIL", f"{what}: {why}")
-    sys.exit(1)
+    if fatal:
+        sys.exit(1)
 
 
 def wait_for(what: str, cond, timeout: float) -> None:
@@ -183,10 +189,19 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
             try:
                 seen.append(struct.unpack_from("<I", ep2.recv(timeout=60))[0])
             except Exception as e:
-                fail("kill9", f"stream stopped after {len(seen)} of {n} ({e!r}); last seq {seen[-1]}")
-    gaps = [(a, b) for a, b in zip(seen, seen[1:], strict=False) if b != a + 1]
-    if seen[0] != 0 or gaps:
-        fail("kill9", f"sequence not continuous: first {seen[0]}, gaps {gaps[:5]} ({len(gaps)} in all)")
+                say(f"kill9 stream stopped after {len(seen)} of {n} ({e!r}); last seq {seen[-1]}")
+                break
+    missing = sorted(set(range(n)) - set(seen))
+    dup = len(seen) - len(set(seen))
+    order = [(a, b) for a, b in zip(seen, seen[1:], strict=False) if b <= a]
+    if missing or dup or order:
+        fail(
+            "kill9",
+            f"{len(missing)} lost {missing[:10]}, {dup} duplicated, {len(order)} out of order {order[:5]}"
+            f" (killed after {kill_at})",
+            fatal=False,  # go on: the remote restart is a check of its own
+        )
+        return PROC
     say(f"kill9 ok n={n} continuous across the restart")
     return PROC
 
@@ -255,7 +270,7 @@ def main() -> int:
         proc.kill()
         rc = proc.wait()
     say(f"rprocd stopped rc={rc}")
-    return 0
+    return 1 if FAILED else 0
 
 
 if __name__ == "__main__":
