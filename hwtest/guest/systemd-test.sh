@@ -16,14 +16,16 @@ for m in aligned unaligned dczva; do
 done
 /opt/hwtest/negctl mark $n
 export DEBIAN_FRONTEND=noninteractive
-if apt-get install -y -q --no-download /opt/hwtest/debs/*.deb > /tmp/apt.log 2>&1; then
+# The board's config is provisioned first, as an admin would; dpkg keeps it (confold).
+mkdir -p /etc/rprocd
+cp /opt/hwtest/rprocd.toml /etc/rprocd/rprocd.toml
+if apt-get install -y -q --no-download -o Dpkg::Options::=--force-confold /opt/hwtest/debs/*.deb > /tmp/apt.log 2>&1; then
 	say "apt install ok $(dpkg-query -W -f '${Package} ${Version} ${Architecture}' rprocd)"
 else
 	sed 's/^/HWTEST apt: /' /tmp/apt.log | tail -20
 	say "FAIL apt install"
 fi
-cp /opt/hwtest/rprocd.toml /etc/rprocd/rprocd.toml
-systemctl restart rprocd
+systemctl is-enabled rprocd | sed 's/^/HWTEST unit enabled: /'
 for d in /dev/uio*; do say "devnode $(stat -c '%n %G %a' "$d") name=$(cat /sys/class/uio/$(basename "$d")/name)"; done
 useradd -M -s /bin/false -G rprocd hwclient
 cd /
