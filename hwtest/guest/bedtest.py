@@ -8,6 +8,7 @@ hwtest/run.py asserts on; exits non-zero on the first failure.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -241,6 +242,7 @@ PROC: subprocess.Popen
 
 
 def main() -> int:
+    socket.setdefaulttimeout(120)  # a connect to a daemon that does not accept must not hang the bed
     mode = sys.argv[1] if len(sys.argv) > 1 else "short"
     t0 = time.monotonic()
     global PROC, SYSTEMD
@@ -256,8 +258,10 @@ def main() -> int:
         say(f"systemd is-active={systemctl('is-active', 'rprocd')} status={status!r}")
         if "attached" not in status or "4 endpoints" not in status:
             fail("systemd status", f"STATUS is {status!r}")
-    echoes(100 if mode == "short" else 1000)
-    if mode != "short":  # full and systemd
+    echoes(100 if mode in ("short", "restart") else 1000)
+    if mode == "restart":
+        remote_restart()
+    elif mode != "short":  # full and systemd
         sink(10_000)
         source(10_000)
         kill9_resume()
