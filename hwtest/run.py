@@ -69,7 +69,7 @@ class Bed:
             f"{self.out / 'devmem_check.so'},base={BASE:#x},size={SIZE:#x},mark={BASE + MARK:#x},"
             f"log={self.run / 'plugin.log'}"
         )
-        if self.mode in ("short", "full", "restart"):
+        if self.mode in ("short", "full", "restart", "kill9"):
             initrd, append, disk = self.out / "initrd.cpio.gz", "", []
         elif self.mode == "stage2":
             initrd, append = self.out / "loader.cpio.gz", " hwtest.init=/stage2.sh"
@@ -225,7 +225,9 @@ class Bed:
         self.has(r"HWTEST echo ok n=\d+", "echoes")
         if self.mode == "restart":
             self.has(r"HWTEST reattach ok", "remote restart and re-attach")
-        if self.mode not in ("short", "restart"):
+        if self.mode == "kill9":
+            self.has(r"HWTEST kill9 ok", "kill -9 and resume")
+        if self.mode not in ("short", "restart", "kill9"):
             self.has(r"HWTEST sink ok", "sink")
             self.has(r"HWTEST source ok", "source")
             self.has(r"HWTEST kill9 ok", "kill -9 and resume")
@@ -298,7 +300,7 @@ class Bed:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "build" / "hwtest"))
-    p.add_argument("--mode", choices=("short", "restart", "full", "systemd", "stage2"), default="short")
+    p.add_argument("--mode", choices=("short", "restart", "kill9", "full", "systemd", "stage2"), default="short")
     p.add_argument("--timeout", type=float, default=1200)
     args = p.parse_args(argv)
     bed = Bed(Path(args.out).resolve(), args.mode, args.timeout)

@@ -258,9 +258,11 @@ def main() -> int:
         say(f"systemd is-active={systemctl('is-active', 'rprocd')} status={status!r}")
         if "attached" not in status or "4 endpoints" not in status:
             fail("systemd status", f"STATUS is {status!r}")
-    echoes(100 if mode in ("short", "restart") else 1000)
+    echoes(100 if mode in ("short", "restart", "kill9") else 1000)
     if mode == "restart":
         remote_restart()
+    elif mode == "kill9":
+        kill9_resume()
     elif mode != "short":  # full and systemd
         sink(10_000)
         source(10_000)
