@@ -1,0 +1,34 @@
+#!/bin/sh
+# The full bed's guest side, run by hwtest.service under systemd (PID 1).
+say() { echo "HWTEST $*"; }
+say "systemd boot uptime=$(cut -d' ' -f1 /proc/uptime) pid1=$(cat /proc/1/comm)"
+for u in /sys/class/uio/uio*; do
+	say "uio $(basename "$u") name=$(cat "$u/name") addr=$(cat "$u/maps/map0/addr") size=$(cat "$u/maps/map0/size")"
+done
+grep -E 'rpmsg_shm|mbox' /proc/interrupts | sed 's/^/HWTEST irq /'
+# The negative control, before the package is installed (see init.sh for the marks).
+n=1
+for m in aligned unaligned dczva; do
+	/opt/hwtest/negctl mark $n
+	/opt/hwtest/negctl $m
+	say "negctl $m rc=$?"
+	n=$((n + 1))
+done
+/opt/hwtest/negctl mark $n
+export DEBIAN_FRONTEND=noninteractive
+# The board's config is provisioned first, as an admin would; dpkg keeps it (confold).
+mkdir -p /etc/rprocd
+cp /opt/hwtest/rprocd.toml /etc/rprocd/rprocd.toml
+if apt-get install -y -q --no-download -o Dpkg::Options::=--force-confold /opt/hwtest/debs/*.deb > /tmp/apt.log 2>&1; then
+	say "apt install ok $(dpkg-query -W -f '${Package} ${Version} ${Architecture}' rprocd)"
+else
+	sed 's/^/HWTEST apt: /' /tmp/apt.log | tail -20
+	say "FAIL apt install"
+fi
+systemctl is-enabled rprocd | sed 's/^/HWTEST unit enabled: /'
+for d in /dev/uio*; do say "devnode $(stat -c '%n %G %a' "$d") name=$(cat /sys/class/uio/$(basename "$d")/name)"; done
+useradd -M -s /bin/false -G rprocd hwclient
+cd /
+python3 /opt/hwtest/bedtest.py systemd
+say "exit rc=$?"
+systemctl poweroff --force --force
