@@ -129,8 +129,8 @@ test: deps
 
 lint: deps
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check rprocd tests bench
-	$(PYTHON) -m mypy rprocd tests bench
+	$(PYTHON) -m ruff format --check rprocd tests bench hwtest
+	$(PYTHON) -m mypy rprocd tests bench hwtest
 
 # The simulated remote in the background, the daemon in the foreground; the
 # remote goes when the daemon does (normal exit, Ctrl-C or a kill).

@@ -19,12 +19,12 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_ruff() -> None:
     r = run("ruff", "check", ".")
     assert r.returncode == 0, r.stdout + r.stderr
-    r = run("ruff", "format", "--check", "rprocd", "tests", "bench")
+    r = run("ruff", "format", "--check", "rprocd", "tests", "bench", "hwtest")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_mypy() -> None:
-    r = run("mypy", "rprocd", "tests", "bench")
+    r = run("mypy", "rprocd", "tests", "bench", "hwtest")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
