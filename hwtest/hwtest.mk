@@ -8,6 +8,27 @@ HWTEST_OUT ?= build/hwtest
 HWTEST_SRC := hwtest
 HWTEST_HOST_PACKAGES := qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
 	device-tree-compiler cpio libglib2.0-dev pkg-config
+# The interpreter of the host side (simulated remote, bridge, driver): the project's venv
+# when included by the Makefile, else python3.
+HWTEST_PYTHON ?= $(if $(PYTHON),$(PYTHON),python3)
+HWTEST_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+HWTEST_BACKPORTS := /etc/apt/sources.list.d/rprocd-hwtest-backports.list
+
+# Host packages; QEMU 10 from bookworm-backports (docs/hwtest.md says why: the second PL011 of
+# virt, qemu_plugin_read_register), without recommends (it then upgrades only the qemu-system
+# packages). Nothing happens when all is there.
+.PHONY: hwtest-deps
+hwtest-deps:
+	@if ! dpkg-query -W -f='$${db:Status-Abbrev}\n' $(HWTEST_HOST_PACKAGES) 2>/dev/null | grep -qv '^ii' \
+		&& dpkg-query -W -f='$${db:Status-Abbrev}\n' $(HWTEST_HOST_PACKAGES) >/dev/null 2>&1 \
+		&& dpkg --compare-versions "$$(dpkg-query -W -f='$${Version}' qemu-system-arm)" ge 1:10; then \
+		echo "hwtest: host packages present"; \
+	else \
+		echo "deb http://deb.debian.org/debian bookworm-backports main" | $(HWTEST_SUDO) tee $(HWTEST_BACKPORTS) >/dev/null; \
+		$(HWTEST_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		$(HWTEST_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			-t bookworm-backports $(HWTEST_HOST_PACKAGES); \
+	fi
 
 $(HWTEST_OUT)/stamp.fetch: $(HWTEST_SRC)/fetch.sh $(HWTEST_SRC)/userland.list $(HWTEST_SRC)/userland-all.list $(HWTEST_SRC)/userland.exclude
 	rm -f $@
@@ -30,10 +51,10 @@ hwtest-initrd: $(HWTEST_OUT)/stamp.fetch
 hwtest-build: $(HWTEST_OUT)/stamp.fetch $(HWTEST_OUT)/devmem_check.so $(HWTEST_OUT)/bed.dtb hwtest-initrd
 
 hwtest-short: hwtest-build
-	python3 $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode short
+	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode short
 
 hwtest-full: hwtest-build
-	python3 $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode full
+	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode full
 
 # The systemd guest: debootstrap (second stage in the guest, once, cached) and the package from `make deb`.
 hwtest-rootfs: hwtest-build
@@ -43,4 +64,4 @@ hwtest-debs: deb hwtest-build
 	sh $(HWTEST_SRC)/mkdebs.sh $(HWTEST_OUT)
 
 hwtest: hwtest-rootfs hwtest-debs
-	python3 $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd
+	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd
