@@ -16,7 +16,8 @@ from rprocd.exports.sockets import SocketExport
 from rprocd.hoststate import HEADER, MAGIC, RECORD, HostState
 from rprocd.memory import MemoryMap
 from rprocd.names import MAX_SAFE, SUN_PATH, check_name, fits, safe_name
-from rprocd.rpmsg import Channel, TxResult
+from rprocd.rpmsg import Channel
+from tests.stubs import AcceptingTransport
 
 
 def test_plain_names_unchanged() -> None:
@@ -96,37 +97,12 @@ def test_one_name_rule_for_name_service_and_resume() -> None:
     assert not isinstance(loaded, str) and loaded[0].raw_name == b"N" * 31
 
 
-class _Stub:
-    max_payload = 496
-
-    def send(self, ch: Channel, payload: memoryview) -> TxResult:
-        return TxResult.SENT
-
-    def tx_available(self) -> bool:
-        return True
-
-    def tx_credits(self) -> int:
-        return 8
-
-    def request_flush(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def wait_for_tx(self) -> None:
-        pass
-
-    def rx_unblocked(self) -> None:
-        pass
-
-
 @pytest.mark.parametrize("umask", [0o000, 0o022])
 def test_endpoint_socket_appears_only_with_its_mode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int
 ) -> None:
     loop = asyncio.new_event_loop()
-    exp = SocketExport(loop, tmp_path / "ept", _Stub(), mode=0o660)
+    exp = SocketExport(loop, tmp_path / "ept", AcceptingTransport(), mode=0o660)
     final = tmp_path / "ept" / "rpmsg-tty"
     seen: list[bool] = []
     real_chmod = os.chmod
