@@ -25,9 +25,10 @@ import pytest
 from rprocd.control import ControlServer
 from rprocd.exports.sockets import SocketExport
 from rprocd.files import ACCEPT_BACKOFF
-from rprocd.rpmsg import Channel, TxResult
+from rprocd.rpmsg import Channel
 from rprocd.sim.faults import FLOOD_COUNT
 from tests.conftest import ENDPOINTS, REPO, Board, wait_for
+from tests.stubs import AcceptingTransport
 from tests.test_backpressure import config
 from tests.test_rpmsg import Events, Remote, rig  # noqa: F401 - rig is a fixture
 from tests.traffic import cpu_ticks, stats
@@ -170,9 +171,18 @@ def test_name_flood_at_nofile_1024(board: Board, tmp_path: Path) -> None:
     for s in crowd:
         s.close()
     early.close()
-    with board.connect(ECHO) as s:
-        s.settimeout(10)
-        assert _echo(s, b"again") == b"again"
+
+    def echoes_again() -> bool:
+        # rprocd sees the crowd's hang-ups (and accepts what its backlog still holds) in its own time;
+        # until then a new client may meet the descriptor reserve and be closed, which is by design
+        try:
+            with board.connect(ECHO) as s:
+                s.settimeout(10)
+                return _echo(s, b"again") == b"again"
+        except (ConnectionResetError, BrokenPipeError):
+            return False
+
+    wait_for(echoes_again, 30, "a new client to be served once the crowd is gone")
     size = log_path.stat().st_size
     assert size < 100_000, f"rprocd logged {size} bytes"
     print(f"flood: {len(made)} sockets, {sockets['export_failures']} without, cpu {used:.2%}, log {size} bytes")
@@ -201,7 +211,7 @@ def test_churn_logs_little_and_counts_exactly(rig, tmp_path: Path, caplog: pytes
     s, remote, _ = rig
     bus = s.bus
     loop = asyncio.new_event_loop()
-    exp = SocketExport(loop, tmp_path / "ept", _Transport())
+    exp = SocketExport(loop, tmp_path / "ept", AcceptingTransport())
     bus.events = Exported(exp)
     pairs = 2000
     caplog.set_level(logging.INFO)
@@ -234,31 +244,6 @@ def test_a_table_rewritten_with_ver_2_is_logged_as_such(rig) -> None:  # noqa: F
     s.mem.write_u32(s.layout.table_pa, 1)
     s.mem.write_u8(s.status_pa, 0)
     assert "lost DRIVER_OK" in str(s.lost_reason())
-
-
-class _Transport:
-    max_payload = 496
-
-    def send(self, ch: Channel, payload: memoryview) -> TxResult:
-        return TxResult.SENT
-
-    def tx_available(self) -> bool:
-        return True
-
-    def tx_credits(self) -> int:
-        return 8
-
-    def request_flush(self) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def wait_for_tx(self) -> None:
-        pass
-
-    def rx_unblocked(self) -> None:
-        pass
 
 
 # -- accept() out of descriptors: rest, do not spin ----------------------------------------------
