@@ -3,8 +3,11 @@
 Three ways out, picked by :func:`setup_logging`:
 
 ``journal``
-    Native journal entries (:class:`NativeJournal`, journald's native
-    protocol spoken directly, no library needed), with structured fields:
+    Native journal entries with structured fields, sent by systemd-python's
+    ``systemd.journal.send`` when it is installed (the ``journal`` extra;
+    Debian's ``python3-systemd``, which the package depends on), else by
+    :class:`NativeJournal`, the same protocol spoken directly (pip cannot
+    build systemd-python without libsystemd's headers):
     pass ``extra={"REMOTE": "main", "ENDPOINT": "rpmsg-tty", "RX": 12}`` (or
     use :func:`bind`) and every UPPER_CASE key becomes a journal field.  The
     daemon also sets ``REMOTE`` and ``ENDPOINT`` for whole stretches of code
@@ -34,6 +37,7 @@ import contextlib
 import contextvars
 import errno
 import fcntl
+import importlib
 import logging
 import os
 import re
@@ -53,6 +57,7 @@ __all__ = [
     "bind",
     "context",
     "journal_fields",
+    "journal_sender",
     "parse_level",
     "setup_logging",
     "syslog_priority",
@@ -70,7 +75,8 @@ LEVELS: Mapping[str, int] = {
 TARGETS = ("auto", "journal", "stderr", "console")
 # Where journald reads native entries (journald-native.c, server_open_native_socket).
 # "auto" checks that it exists before choosing the journal.
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
+SYSTEM_JOURNAL_SOCKET = "/run/systemd/journal/socket"  # the one libsystemd sends to
+JOURNAL_SOCKET = SYSTEM_JOURNAL_SOCKET
 
 # What the journal accepts as a field name (and what sd_journal_send checks):
 # upper-case letters, digits and '_', not starting with '_' (those are trusted
@@ -209,7 +215,7 @@ class NativeJournal:
     Raises OSError when journald cannot be reached, so the handler can fall back.
     """
 
-    def __init__(self, path: str = JOURNAL_SOCKET) -> None:
+    def __init__(self, path: str = SYSTEM_JOURNAL_SOCKET) -> None:
         self.path = path
         self._sock: socket.socket | None = None
 
@@ -308,6 +314,24 @@ class JournalHandler(logging.Handler):
         super().close()
 
 
+def journal_sender(path: str = SYSTEM_JOURNAL_SOCKET) -> JournalSend:
+    """What sends entries to the journal at ``path``.
+
+    systemd-python's ``systemd.journal.send`` when it is importable and
+    ``path`` is the system journal (libsystemd knows no other); otherwise a
+    :class:`NativeJournal`. Both raise OSError when journald cannot be reached.
+    """
+    if path == SYSTEM_JOURNAL_SOCKET:
+        try:  # (by name: mypy would take the repo's systemd/ folder for the package)
+            journal = importlib.import_module("systemd.journal")
+        except ImportError:
+            pass
+        else:
+            send: JournalSend = journal.send
+            return send
+    return NativeJournal(path).send
+
+
 def _journal_stream_is(stream: TextIO) -> bool:
     """Whether ``$JOURNAL_STREAM`` (``DEV:INODE``) names ``stream``: systemd connected it to journald."""
     value = os.environ.get("JOURNAL_STREAM", "")
@@ -356,7 +380,7 @@ def setup_logging(
 
     handler: logging.Handler
     if target == "journal":
-        handler = JournalHandler(NativeJournal(JOURNAL_SOCKET).send, identifier, fallback=stream)
+        handler = JournalHandler(journal_sender(JOURNAL_SOCKET), identifier, fallback=stream)
     else:
         handler = logging.StreamHandler(out)
         handler.setFormatter(PrefixFormatter() if target == "stderr" else ConsoleFormatter())

@@ -5,7 +5,11 @@ systemd runs rprocd as ``Type=notify``: the daemon tells it when it serves
 (``WATCHDOG=1``), and when it reloads or stops. The protocol is one datagram of
 ``KEY=VALUE`` lines to the socket named by ``$NOTIFY_SOCKET`` (a path, or an
 abstract name written with a leading ``@``), so it needs no library and works
-the same from a pip install without libsystemd.
+the same from a pip install without libsystemd. (Not systemd-python's
+``systemd.daemon.notify``: libsystemd's ``sd_notify`` opens a socket per call
+and blocks without a time limit when the manager's queue is full, which would
+stall the event loop; this sender keeps one socket and gives up after
+``SEND_TIMEOUT``.)
 
 Sending never raises: a daemon must keep serving even when nobody listens
 (no ``$NOTIFY_SOCKET``, a manager that went away). Every send returns whether

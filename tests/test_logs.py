@@ -406,3 +406,21 @@ def test_the_daemons_entries_name_their_remote_and_endpoint(tmp_path: Path) -> N
         assert all((e.get("REMOTE"), e.get("ENDPOINT")) == ("main", ept) for e in about), about
     assert [m for m in messages if m.startswith("main: attached")] == ["main: attached to main: 4 endpoints"]
     assert f"main: waiting on the virtual board in {board} (start the remote: rprocctl sim --board {board})" in messages
+
+
+def test_the_journal_is_sent_by_systemd_python_where_it_is_installed(tmp_path: Path) -> None:
+    """Debian's interpreter has python3-systemd (the package depends on it; ``make deps`` installs it):
+    entries to the system journal go through libsystemd's ``systemd.journal.send``; another socket, or an
+    interpreter without it (this venv: pip cannot build systemd-python), gets :class:`logs.NativeJournal`."""
+    code = (
+        "import sys; from rprocd import logs\n"
+        "for s in (logs.journal_sender(), logs.journal_sender(sys.argv[1])):\n"
+        "    print(getattr(s, '__self__', None).__class__.__name__, s.__module__, s.__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run(
+        ["/usr/bin/python3", "-c", code, str(tmp_path / "j")], env=env, capture_output=True, text=True, check=True
+    )
+    assert r.stdout.splitlines() == ["NoneType systemd.journal send", "NativeJournal rprocd.logs send"]
+    here = logs.journal_sender()
+    assert isinstance(getattr(here, "__self__", None), logs.NativeJournal)

@@ -119,11 +119,11 @@ def test_maintainer_scripts_create_the_user_and_enable_the_service(deb: Path) ->
 
 def test_dependencies_come_from_debian_and_leave_mqtt_optional(deb: Path) -> None:
     depends = run("dpkg-deb", "-f", deb, "Depends").stdout
-    for pkg in ("python3-pyudev", "python3-periphery", "python3-pyelftools"):
+    for pkg in ("python3-pyudev", "python3-periphery", "python3-pyelftools", "python3-systemd"):
         assert pkg in depends
     assert "procps" in depends  # /bin/kill for ExecReload: not in a minimal Debian (debootstrap --variant=minbase)
     assert "aiomqtt" not in depends and "paho" not in depends
-    # The journal needs no library (rprocd.logs.NativeJournal); uvloop is the one extra worth having.
+    # The journal goes through Debian's python3-systemd (rprocd.logs.journal_sender); uvloop is recommended.
     assert run("dpkg-deb", "-f", deb, "Recommends").stdout.split() == ["python3-uvloop"]
 
 
