@@ -40,6 +40,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES = \
 	python3 \
 	python3-venv \
+	python3-dev \
 	make \
 	git \
 	gcc \

@@ -33,7 +33,7 @@ from .procs import (
     Rig,
     machine_busy_pct,
     machine_ticks,
-    perf_binary,
+    perf_command,
     perf_figures,
     run_clients,
     run_counted,
@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: unknown phases {sorted(unknown)} (known: {', '.join(PHASES)})", file=sys.stderr)
         return 2
     try:
-        perf_binary()  # a required tool: the per-message counts are what the bench is for
+        perf_command()  # a required tool: the per-message counts are what the bench is for
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1

@@ -136,6 +136,22 @@ def perf_binary() -> str:
     return perf
 
 
+def perf_command() -> list[str]:
+    """How to run perf here: itself as root, else through ``sudo -n``.
+
+    The syscall count is a tracepoint (``raw_syscalls:sys_enter``): a normal
+    user can neither read tracefs (mode 0700) nor, with Debian's
+    ``kernel.perf_event_paranoid=3``, open any event. BenchError when neither works.
+    """
+    perf = perf_binary()
+    if os.geteuid() == 0:
+        return [perf]
+    sudo = shutil.which("sudo")
+    if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True).returncode != 0:
+        raise BenchError("perf counts a tracepoint, which needs root: run the bench as root, or with sudo allowed")
+    return [sudo, "-n", perf]
+
+
 def parse_perf(text: str) -> dict[str, float]:
     """``perf stat -x,`` output: value,unit,event,... per line; '<not counted>' lines are left out."""
     out: dict[str, float] = {}
@@ -176,7 +192,7 @@ class PerfWindow:
         ctl, ack, self.out = self.dir / "ctl", self.dir / "ack", self.dir / "stat.txt"
         os.mkfifo(ctl)
         os.mkfifo(ack)
-        argv = [perf_binary(), "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-D", "-1"]
+        argv = [*perf_command(), "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-D", "-1"]
         argv += ["--control", f"fifo:{ctl},{ack}", "-p", str(pid), "-o", str(self.out)]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.ctl = self.ack = -1

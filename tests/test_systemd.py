@@ -25,7 +25,10 @@ is not systemd), and what that needs:
 * commands go in with ``nsenter -t <container init> -a`` (no machined needed).
 
 Needs (Debian packages): systemd-container (nspawn), debootstrap, util-linux
-(unshare, nsenter), and what ``make deb`` needs.
+(unshare, nsenter), and what ``make deb`` needs; and root for all of the
+container's part (debootstrap, cgroups, nspawn, nsenter). As a normal user
+those commands go through ``sudo -n`` (the README says so), and ``make deb``
+stays the user's.
 """
 
 from __future__ import annotations
@@ -49,9 +52,14 @@ REPO = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("RPROCD_NSPAWN_ROOT", REPO / "build" / "nspawn-root"))
 # What the container needs beyond minbase: systemd to boot, and the package's dependencies so that
 # dpkg -i needs no network (python3-uvloop is the package's Recommends).
-PACKAGES = "systemd,systemd-sysv,dbus,python3,procps,python3-pyudev,python3-periphery,python3-pyelftools,python3-uvloop"
+PACKAGES = (
+    "systemd,systemd-sysv,dbus,python3,procps,python3-pyudev,python3-periphery,python3-pyelftools,python3-systemd,"
+    "python3-uvloop"
+)
 STAMP = ".rprocd-nspawn-root"  # inside ROOT: the package list it was made with
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": os.environ.get("HOME", "/root")}
+# The container's part needs root: a normal user's tests run it through sudo (non-interactive: no password prompt).
+AS_ROOT = [] if os.geteuid() == 0 else ["sudo", "-n", "env", *[f"{k}={v}" for k, v in HOST_ENV.items()]]
 WATCHDOG_SEC = 2  # the drop-in's WatchdogSec=, short so that 3 periods pass quickly
 
 SIM_UNIT = """\
@@ -96,10 +104,12 @@ ExecStart=/usr/bin/rprocctl send rpmsg-client-sample from-a-unit --replies 1 --t
 """
 
 
-def host(*cmd: str | Path, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(c) for c in cmd], env=HOST_ENV, capture_output=True, text=True, timeout=timeout, check=check
-    )
+def host(
+    *cmd: str | Path, timeout: float = 120, check: bool = True, root: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """A command on the host; ``root``: as root (through sudo for a normal user)."""
+    argv = (AS_ROOT if root else []) + [str(c) for c in cmd]
+    return subprocess.run(argv, env=HOST_ENV, capture_output=True, text=True, timeout=timeout, check=check)
 
 
 def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60.0, every: float = 0.2) -> None:
@@ -120,8 +130,8 @@ def remove_tree(path: Path) -> None:
     prefix = str(path.resolve()) + "/"
     mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
     for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        host("umount", "--lazy", m, check=False)
-    host("rm", "-rf", "--one-file-system", path, timeout=600)
+        host("umount", "--lazy", m, check=False, root=True)
+    host("rm", "-rf", "--one-file-system", path, timeout=600, root=True)
 
 
 def nspawn_root() -> Path:
@@ -142,13 +152,14 @@ def nspawn_root() -> Path:
             "bookworm",
             tmp,
             timeout=1500,
+            root=True,
         )
     except BaseException:
         remove_tree(tmp)
         raise
-    (tmp / STAMP).write_text(PACKAGES)
+    host("sh", "-c", 'printf %s "$1" > "$2"', "-", PACKAGES, tmp / STAMP, root=True)
     remove_tree(ROOT)
-    tmp.rename(ROOT)
+    host("mv", tmp, ROOT, root=True)
     return ROOT
 
 
@@ -178,21 +189,14 @@ def own_cgroups() -> list[Path]:
     for base in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup")):
         is_v2_root = base == Path("/sys/fs/cgroup") and (base / "cgroup.controllers").exists()
         if (base / "cgroup.procs").exists() and (base != Path("/sys/fs/cgroup") or is_v2_root):
-            (base / name).mkdir(exist_ok=True)
+            host("mkdir", "-p", base / name, root=True)
             out.append(base / name)
     return out
 
 
 def remove_cgroup(cg: Path) -> None:
-    for d in sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        cg.rmdir()
-    except OSError:
-        pass
+    """rmdir of the cgroup and what nspawn made below it, deepest first (a cgroup is removed with rmdir)."""
+    host("find", cg, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";", check=False, root=True)
 
 
 class Container:
@@ -223,7 +227,7 @@ class Container:
         script += "exec " + shlex.join(prefix + nspawn)
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                [*AS_ROOT, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -251,13 +255,17 @@ class Container:
     def _find_leader(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"nspawn exited with {self.proc.returncode}:\n{self.console()}")
-        # unshare execs sh, sh execs nspawn (or systemd-run, which execs it): the container's init is its child
-        kids = host("pgrep", "-P", str(self.proc.pid), check=False).stdout.split()
-        for k in kids:
-            comm = Path(f"/proc/{k}/comm").read_text().strip() if Path(f"/proc/{k}/comm").exists() else ""
-            if comm == "systemd":
-                self.leader = int(k)
-                return True
+        # unshare execs sh, sh execs nspawn (or systemd-run, which execs it): the container's init is its child,
+        # or its grandchild when sudo (a normal user's run) is in front
+        parents = [str(self.proc.pid)]
+        for _ in range(2):
+            kids = [k for p in parents for k in host("pgrep", "-P", p, check=False).stdout.split()]
+            for k in kids:
+                comm = Path(f"/proc/{k}/comm").read_text().strip() if Path(f"/proc/{k}/comm").exists() else ""
+                if comm == "systemd":
+                    self.leader = int(k)
+                    return True
+            parents = kids
         return False
 
     def console(self) -> str:
@@ -265,7 +273,7 @@ class Container:
 
     def sh(self, command: str, *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(
-            ["nsenter", "-t", str(self.leader), "-a", "env", "-i", *[f"{k}={v}" for k, v in HOST_ENV.items()]]
+            [*AS_ROOT, "nsenter", "-t", str(self.leader), "-a", "env", "-i", *[f"{k}={v}" for k, v in HOST_ENV.items()]]
             + ["sh", "-c", command],
             capture_output=True,
             text=True,
@@ -284,6 +292,8 @@ class Container:
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
+                if AS_ROOT:  # sudo would die and leave nspawn behind
+                    host("pkill", "-KILL", "-P", str(self.proc.pid), check=False, root=True)
                 self.proc.kill()
                 self.proc.wait(10)
         for cg in self.cgroups:

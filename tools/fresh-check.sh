@@ -106,6 +106,10 @@ fi
 # --- mounts ---------------------------------------------------------------------------------
 mount -t proc proc "$R/proc"
 mount -t sysfs -o ro sysfs "$R/sys"
+# What a booted Debian 12 has under /sys and a new sysfs mount lacks: the cgroup
+# hierarchies (systemd mounts them; nspawn needs them) and tracefs (perf's tracepoints).
+mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
+if [ -d /sys/kernel/tracing ]; then mount -t tracefs tracefs "$R/sys/kernel/tracing"; fi
 mount --bind /dev "$R/dev"
 mount --bind /dev/pts "$R/dev/pts"
 mount -t tmpfs -o mode=1777 shm "$R/dev/shm"
