@@ -36,7 +36,7 @@ from .memory import MemoryAccessError
 from .names import safe_name
 from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, TxResult, sparse
 from .session import AttachError, Session, TableView, read_table
-from .vring import VringError
+from .vring import UsedRecord, VringError
 
 log = logging.getLogger("rprocd")
 
@@ -581,9 +581,12 @@ class RemoteHost:
     def prepare_deliveries(self) -> None:
         self.sockets.prepare_deliveries()
 
-    def flush_deliveries(self) -> int:
-        """Hand the run of staged messages to the sockets; how many of the last ones wait for a slow reader."""
-        return self.sockets.flush_deliveries()
+    def flush_deliveries(self, record: UsedRecord | None = None) -> int:
+        """Hand the run of staged messages to the sockets; how many of the last ones wait for a slow reader.
+
+        ``record`` (the bus's "accepted") is made before the first message leaves.
+        """
+        return self.sockets.flush_deliveries(record)
 
     # -- figures -------------------------------------------------------------------
 

@@ -172,6 +172,19 @@ class Span:
             raise MemoryAccessError(f"range {self.pa + off:#x}+{size:#x} is outside {self.pa:#x}+{self.size:#x}")
         return Span(self._win, self.pa + off, size)
 
+    def word_address(self, width: int, off: int) -> int:
+        """The address in this process of the aligned ``width``-byte word at ``off``; 0 if it has none.
+
+        For the one store made outside this module: the native socket helper
+        stores vring0's record (:class:`rprocd.vring.UsedRecord`, 16 bits)
+        itself, right before its ``sendmmsg``. Checked here like any access;
+        0 once the window is closed, or for a buffer ctypes cannot address.
+        """
+        if off < 0 or off + width > self.size or (self.pa + off) % width:
+            self._check(off, width)
+        addr = self._win.addr
+        return addr + self._dev + off if addr else 0
+
     def words(self, width: int, off: int, count: int) -> tuple[Callable[[int], int], Callable[[int, int], None]]:
         """``(load, store)`` of the ``count`` ``width``-byte words from ``off``, for a hot path.
 

@@ -274,8 +274,10 @@ class RpmsgBus:
         """Accept the staged deliveries and hand them over at once; False if a slow reader parked some.
 
         The record comes first (as for one message): a host killed between
-        the two loses that run, one that dies after it has handed it over;
-        the window is one store and one call.  What a full ``block`` client
+        the two loses that run, one that dies after it has handed it over.
+        The consumer makes the record itself, as late as it can
+        (:class:`rprocd.vring.UsedRecord`: with the native helper, a few
+        instructions before its ``sendmmsg``).  What a full ``block`` client
         could not take stays in the ring, not accepted, until it is out.
         """
         staged = self._staged
@@ -286,8 +288,9 @@ class RpmsgBus:
         back = 1 if self._held is not None else 0  # (a refused message is the last one taken)
         if self._prepare_deliveries is not None:
             self._prepare_deliveries()  # everything but the send itself, before the record
-        rx.record_used(back)  # accepted, just before they are handed over
-        unsent = self._flush_deliveries()
+        record = rx.arm_record(back)  # accepted: made by the consumer just before it hands the run over
+        unsent = self._flush_deliveries(record)
+        record.commit()  # (if it sent nothing)
         if unsent:
             rx.record_used(back + unsent)  # partly queued in our memory: the ring keeps them until they are out
             self._parked = staged[-unsent:]

@@ -62,12 +62,46 @@ def vring_offsets(pa: int, num: int, align: int) -> tuple[int, int, int]:
     return avail, used, size
 
 
+class UsedRecord:
+    """The store :meth:`Vring.record_used` makes, armed by the bus and made by whoever hands the run over.
+
+    A run of received messages is recorded as accepted just before it is
+    handed to the clients (a kill then loses the run rather than delivering
+    it twice). The gap between the two is what a SIGKILL can hit, so the
+    record is made as late as possible: by the native socket helper itself,
+    one aligned 16-bit store right before its ``sendmmsg``
+    (``rprocd_sendm_rec`` in ``native/sockio.c``, at :attr:`addr`), else by
+    :meth:`commit` right before the first Python send. :meth:`commit` after
+    the hand-over makes it if nobody did (no client, no send).
+    """
+
+    __slots__ = ("addr", "value", "pending", "_span", "_off", "_store", "_index")
+
+    def __init__(self, span: Span, off: int, store: Callable[[int, int], None], index: int) -> None:
+        self._span, self._off, self._store, self._index = span, off, store, index
+        self.addr = 0
+        self.value = 0
+        self.pending = False
+
+    def arm(self, value: int) -> UsedRecord:
+        self.value = value
+        self.addr = self._span.word_address(2, self._off)  # (0 once the window is gone: commit() then)
+        self.pending = True
+        return self
+
+    def commit(self) -> None:
+        """Make the store now, unless it was made."""
+        if self.pending:
+            self.pending = False
+            self._store(self._index, self.value)
+
+
 class Vring:
     """The host's half of one split ring over ``mem``, a span of exactly the ring."""
 
     __slots__ = (
         "pa", "num", "align", "size", "_mem", "_av", "_uo", "_d64", "_aget", "_aset", "_uget", "_uid", "_pub",
-        "_d64s", "_d32s", "_d16s",
+        "_d64s", "_d32s", "_d16s", "_record",
         "avail_idx", "last_used", "_out", "inflight", "_mask",
     )  # fmt: skip
 
@@ -90,6 +124,7 @@ class Vring:
         self._uid = self._mem.words(2, used, 2)[0]
         self._uget = self._mem.words(4, used + 4, 2 * num)[0]
         self._pub = 0  # avail.idx as we last stored it (we are its only writer)
+        self._record = UsedRecord(self._mem, avail + 2 * (2 + num), self._aset, 2 + num)
         # descriptor d: u64 addr = 64-bit word 2d (or 32-bit words 4d, 4d + 1), u32 len = 4d + 2, u16 flags = 8d + 6
         self._d64s = self._mem.words(8, 0, 2 * num)[1] if self._d64 else None
         self._d32s = self._mem.words(4, 0, 4 * num)[1]
@@ -161,6 +196,10 @@ class Vring:
         ``back`` leaves the last ``back`` entries taken counted as not done yet.
         """
         self._aset(2 + self.num, (self.last_used - back) & 0xFFFF)
+
+    def arm_record(self, back: int = 0) -> UsedRecord:
+        """:meth:`record_used`, to be made by the hand-over itself (:class:`UsedRecord`)."""
+        return self._record.arm((self.last_used - back) & 0xFFFF)
 
     def used_event(self) -> int:
         """What :meth:`record_used` left in ``avail.used_event``."""

@@ -10,7 +10,7 @@ from rprocd.memory import MemoryMap, span_over
 from rprocd.rpmsg import HDR, NS_MSG, RPMSG_NS_ADDR, Channel, RpmsgError
 from rprocd.session import Session, read_table
 from rprocd.sim.device_vring import DeviceVring
-from rprocd.vring import Vring
+from rprocd.vring import UsedRecord, Vring
 
 L = TCC807X
 
@@ -209,8 +209,9 @@ class StagingEvents(Events):
         self.staged.append(payload)
         return True
 
-    def flush_deliveries(self) -> int:
-        assert self.bus_rx is not None
+    def flush_deliveries(self, record: UsedRecord | None = None) -> int:
+        assert self.bus_rx is not None and record is not None
+        record.commit()  # as the socket export does before its first send
         self.used_event_at_flush.append(self.bus_rx.used_event())
         self.runs.append(self.staged)
         self.staged = []

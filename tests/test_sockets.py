@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from rprocd.exports.sockets import EndpointPolicy, SocketExport
+from rprocd.memory import span_over
 from rprocd.native import sockio
 from rprocd.rpmsg import Channel, TxResult
+from rprocd.vring import UsedRecord
 from tests.conftest import Board, wait_for
 from tests.traffic import endpoint_stats, stats
 
@@ -86,6 +88,90 @@ def test_a_client_that_died_does_not_cost_the_next_one_its_message(tmp_path: Pat
         s.settimeout(5)
         assert s.recv(100) == b"one" and s.recv(100) == b"two"
     assert exp.exports[ch.local].stats.clients == 2
+    exp.close()
+    loop.close()
+
+
+class _Watched:
+    """The export's send batch, looking after every call at what the record says and what the clients hold."""
+
+    def __init__(self, batch: sockio.Batch, check: Callable[[], None]) -> None:
+        self._b, self._check = batch, check
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._b, name)
+
+    def send(self, *args: int) -> int:
+        r = self._b.send(*args)
+        self._check()
+        return r
+
+    def send_recorded(self, *args: int) -> int:
+        r = self._b.send_recorded(*args)
+        self._check()
+        return r
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["both-take-all", "source-client-full"])
+def test_a_run_for_two_endpoints_is_recorded_only_as_far_as_it_is_handed_over(tmp_path: Path, full: bool) -> None:
+    """An echo and a stream interleave in one run (E0 S0 E1 S1 ...): after every system call that hands
+    messages over, the record (what a successor would skip after a SIGKILL) covers only messages already
+    in their client's socket. Per-client batches (all of E, then all of S) would record the whole run
+    before S left: a kill between the two sendmmsg lost the echoes' or the stream's share (issue 16)."""
+    assert sockio.LIB is not None  # the native helper makes the record inside its sendmmsg call
+    loop = asyncio.new_event_loop()
+    exp = SocketExport(loop, tmp_path / "ept", Stub(), lambda name: EndpointPolicy())
+    chans = [Channel(name=n, remote=1024 + i, local=1024 + i, raw_name=n.encode()) for i, n in enumerate("es")]
+    clients = []
+    for ch in chans:
+        ex = exp.add(ch)
+        assert ex is not None
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(str(ex.path))
+        s.setblocking(False)
+        exp._accept(ex)
+        clients.append(s)
+    if full:  # the stream's client socket is full but for a little room: S0 (and S1?) fit, then it refuses
+        daemon_end = exp.exports[chans[1].local].clients[0].sock
+        daemon_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        while True:
+            try:
+                daemon_end.send(b"x" * 200)
+            except BlockingIOError:
+                break
+        clients[1].recv(1000)
+    span = span_over(bytearray(64))
+    record = UsedRecord(span, 0, span.words(2, 0, 1)[1], 0)
+    n = 8
+    run = [(chans[i % 2], b"%s%d" % (b"es"[i % 2 : i % 2 + 1], i)) for i in range(n)]
+    got: list[bytes] = []
+
+    def check() -> None:
+        for c in clients:
+            while True:
+                try:
+                    got.append(c.recv(1000))
+                except BlockingIOError:
+                    break
+        recorded = span.load16(0)
+        assert all(p in got for _ch, p in run[:recorded]), (recorded, got)
+
+    exp._sbatch = _Watched(exp._sbatch, check)  # type: ignore[assignment]
+    for ch, p in run:
+        exp.stage(ch, p)
+    exp.prepare_deliveries()
+    record.arm(n)
+    unsent = exp.flush_deliveries(record)
+    record.commit()
+    check()
+    got = [p for p in got if not p.startswith(b"x")]
+    if full:  # S0 .. S(k-1) out, Sk refused: the record stops at Sk; what follows waits in rprocd's queues
+        k = sum(p.startswith(b"s") for p in got)
+        assert k < n // 2
+        assert span.load16(0) == 2 * k + 1 and unsent == n - (2 * k + 1)
+        assert sorted(got) == sorted(p for _ch, p in run[: 2 * k + 1])
+    else:
+        assert span.load16(0) == n and unsent == 0 and sorted(got) == sorted(p for _ch, p in run)
     exp.close()
     loop.close()
 

@@ -54,9 +54,11 @@ mkdir -p "$FRESH_ROOT" "$LOGS"
 
 # --- cleanup: stop what runs in the chroot, unmount (deepest first) --------------------------
 stressors=()
+run_pid="" test_pid=""
 cleanup() {
 	local rc=$?
 	for p in "${stressors[@]}"; do kill "$p" 2>/dev/null || true; done
+	for g in ${run_pid:-} ${test_pid:-}; do kill -KILL -- "-$g" 2>/dev/null || true; done
 	if [ -d "$R" ]; then
 		for proc in /proc/[0-9]*; do
 			[ "$(readlink "$proc/root" 2>/dev/null)" = "$R" ] && kill -KILL "${proc#/proc/}" 2>/dev/null || true
@@ -104,6 +106,9 @@ if [ -d /usr/local/share/ca-certificates ]; then
 fi
 
 # --- mounts ---------------------------------------------------------------------------------
+# The root a mount point, as / is on a machine (unshare --propagation, which nspawn's test
+# uses, fails with EINVAL on a root that is only a directory).
+mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount -t sysfs -o ro sysfs "$R/sys"
 # What a booted Debian 12 has under /sys and a new sysfs mount lacks: the cgroup
@@ -125,7 +130,17 @@ fi
 # A process of group $1 that has not ended (kill -0 also counts an unreaped zombie).
 group_alive() { ps -e -o pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ {found = 1} END {exit !found}'; }
 
-in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"; }
+# ARGS... with $R as the root of a mount namespace of their own (pivot_root), as / is on a
+# machine, not a chroot: in a chroot, systemd-nspawn (tests/test_systemd.py) boots a container
+# whose namespaces nsenter cannot enter ("System has not been booted with systemd"); measured.
+# One process throughout (each step execs the next), so signals reach the command.
+mkdir -p "$R/.old-root"
+enter_root() {
+	unshare --mount --propagation private -- /bin/sh -c \
+		'cd "$1" && shift && pivot_root . .old-root && exec chroot . /bin/sh -c "umount -l /.old-root && exec \"\$@\"" sh "$@"' \
+		sh "$R" "$@"
+}
+in_root() { enter_root /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C.UTF-8 "$@"; }
 in_root update-ca-certificates >/dev/null 2>&1
 cp /etc/ssl/certs/ca-certificates.crt "$R/etc/ssl/certs/ca-certificates.crt"
 
@@ -144,7 +159,7 @@ chmod 644 "$R/tmp/rprocd.bundle"
 # process group reaches make and what it runs, as a Ctrl-C in a terminal would.
 user_env=(/usr/bin/env -i HOME=/home/$USERNAME USER=$USERNAME LOGNAME=$USERNAME SHELL=/bin/bash
 	LANG=C.UTF-8 TERM=dumb PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games)
-as_user() { chroot --userspec="$USERNAME:$USERNAME" "$R" "${user_env[@]}" /bin/bash -lc "$1"; }
+as_user() { enter_root chroot --userspec="$USERNAME:$USERNAME" / "${user_env[@]}" /bin/bash -lc "$1"; }
 as_user "git -c advice.detachedHead=false clone --quiet /tmp/rprocd.bundle ~/rprocd && cd ~/rprocd && git -c advice.detachedHead=false checkout --quiet $commit"
 say "cloned $commit into /home/$USERNAME/rprocd"
 
@@ -242,8 +257,13 @@ for i in $(seq 1 "$FRESH_RUNS"); do
 	say "as $USERNAME: make test (the README's second command), run $i of $FRESH_RUNS$load"
 	t0=$SECONDS
 	set +e
-	as_user "cd ~/rprocd && make test" </dev/null >"$LOGS/make-test-$i.log" 2>&1
+	set -m # its own process group, for the cleanup
+	as_user "cd ~/rprocd && make test" </dev/null >"$LOGS/make-test-$i.log" 2>&1 &
+	test_pid=$!
+	set +m
+	wait $test_pid
 	rc=$?
+	test_pid=
 	set -e
 	t=$((SECONDS - t0))
 	for p in "${stressors[@]}"; do kill "$p" 2>/dev/null || true; done

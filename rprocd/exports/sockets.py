@@ -29,6 +29,7 @@ from ..files import CLIENT_RESERVE, FD_RESERVE, AcceptPause, accept_all, chgrp, 
 from ..names import MAX_SAFE, fits, safe_name
 from ..native import sockio
 from ..rpmsg import Channel, TxResult, lifecycle_logged, sparse
+from ..vring import UsedRecord
 
 log = logging.getLogger("rprocd.sockets")
 
@@ -91,7 +92,7 @@ class EndpointStats:
 class _Client:
     __slots__ = (
         "sock", "fd", "queue", "writing", "reading", "closed", "eof", "peek_off", "passcred", "staged", "staged_idx",
-        "slot", "nprep",
+        "slot", "nprep", "spos",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket):
@@ -101,6 +102,7 @@ class _Client:
         self.staged: list[bytes] = []  # to go out at flush_deliveries, in one sendmmsg
         self.staged_idx: list[int] = []  # their places in the run of staged deliveries
         self.slot = self.nprep = 0  # where prepare_deliveries put the first nprep of them in the send buffer
+        self.spos = 0  # how many of them flush_deliveries has dealt with
         self.writing = False
         self.reading = False
         self.closed = False
@@ -163,6 +165,7 @@ class SocketExport:
         self._batch = sockio.batch(transport.max_payload + 1, _BATCH)  # None: the pure-Python path
         self._sbatch = sockio.batch(transport.max_payload, _BATCH)
         self._staging: list[tuple[EndpointExport, _Client]] = []  # clients with staged deliveries
+        self._order: list[EndpointExport | None] = []  # each staged delivery's endpoint, in ring order
         self._nstaged = 0
         self._poll = select.poll()
         self._hup: select.epoll | None = None  # half-closed clients, to see when they close
@@ -620,6 +623,7 @@ class SocketExport:
         idx = self._nstaged
         self._nstaged = idx + 1
         ex = self.exports.get(ch.local)
+        self._order.append(ex)
         if ex is None:
             return
         clients = ex.clients
@@ -638,8 +642,8 @@ class SocketExport:
     def prepare_deliveries(self) -> None:
         """Lay the staged messages out in the send buffer, so that sending them is one call each.
 
-        The bus records a run as accepted between this and :meth:`flush_deliveries`:
-        the less happens in between, the smaller the window a SIGKILL can hit.
+        Done before :meth:`flush_deliveries`, so that between each record and
+        its hand-over there is one store and one call.
         """
         b = self._sbatch
         if b is None:
@@ -658,80 +662,121 @@ class SocketExport:
                 lens[pos + i] = ln
             pos += k
 
-    def flush_deliveries(self) -> int:
+    def flush_deliveries(self, record: UsedRecord | None = None) -> int:
         """Send what :meth:`stage` queued; how many of the last staged were not wholly handed over.
 
+        The run goes out in ring order, one chunk of consecutive messages for
+        one endpoint at a time (one ``sendmmsg`` per client of the chunk),
+        and ``record`` (the bus's "accepted", armed at the run's end) is
+        moved to each chunk's end just before the chunk leaves: by the
+        native helper within its ``sendmmsg`` call, else by
+        :meth:`UsedRecord.commit`. So a SIGKILL at any moment leaves the
+        record at a prefix of what the clients have (the one gap being the
+        few instructions between that store and the system call), also when
+        a run interleaves two endpoints, as an echo and a stream do.
+
         A ``block`` client whose socket fills keeps the rest in its queue;
-        the staged deliveries from the first of those on are reported, so
-        the bus leaves them in the ring until the queue is out.
+        the record goes back to the first message it refused (in the same
+        native call), nothing more of the run leaves (it waits in the
+        clients' queues), and the staged deliveries from that one on are
+        reported, so the bus leaves them in the ring until they are out.
         """
         n, self._nstaged = self._nstaged, 0
-        first = n
+        order = self._order
+        end = record.value if record is not None else 0
+        first = n  # the first staged message a full block client refused
         dead: list[tuple[EndpointExport, _Client]] | None = None
-        for ex, c in self._staging:
-            msgs, idxs = c.staged, c.staged_idx
-            if not c.closed:
-                k = self._send_staged(c, msgs)
-                if k < 0:
-                    if dead is None:
-                        dead = []
-                    dead.append((ex, c))
-                else:
+        i = 0
+        while i < n:
+            ex = order[i]
+            j = i + 1
+            while j < n and order[j] is ex:
+                j += 1
+            if ex is not None:
+                cnt = j - i
+                if record is not None and first == n:
+                    record.arm((end - (n - j)) & 0xFFFF)  # this chunk and all before it: handed over
+                lowered = (end - (n - i)) & 0xFFFF if ex.policy.overflow == "block" and first == n else -1
+                for c in ex.clients:
+                    a = c.spos
+                    idxs = c.staged_idx
+                    if a >= len(idxs) or idxs[a] != i:
+                        continue  # (it had a queue: what it gets is queued behind it)
+                    c.spos = a + cnt
+                    if c.closed:
+                        continue
+                    if first < n:  # held back behind a full block client: nothing more leaves in this run
+                        for x in range(a, a + cnt):
+                            self._enqueue(ex, c, c.staged[x])
+                        continue
+                    k = self._send_chunk(c, a, cnt, record, lowered)
+                    if k < 0:
+                        if dead is None:
+                            dead = []
+                        dead.append((ex, c))
+                        continue
                     ex.stats.rx_delivered += k
-                    if k < len(msgs):
-                        if ex.policy.overflow == "block" and idxs[k] < first:
-                            first = idxs[k]
-                        for i in range(k, len(msgs)):
-                            self._enqueue(ex, c, msgs[i])
-            msgs.clear()
-            idxs.clear()
+                    if k < cnt:
+                        for x in range(a + k, a + cnt):
+                            self._enqueue(ex, c, c.staged[x])
+                        if lowered >= 0 and i + k < first:
+                            first = i + k
+            i = j
+        for _ex, c in self._staging:
+            c.staged.clear()
+            c.staged_idx.clear()
+            c.spos = c.nprep = 0
         self._staging.clear()
+        order.clear()
+        if record is not None:
+            record.arm((end - (n - first)) & 0xFFFF)  # the bus commits it (a no-op store where it was made)
         if dead:
             for ex, c in dead:
                 self._drop_client(ex, c, "send failed")
         return n - first
 
-    def _send_staged(self, c: _Client, msgs: list[bytes]) -> int:
-        """How many of ``msgs`` the client's socket took (stops at the first it refuses); -1: it is gone."""
+    def _send_chunk(self, c: _Client, a: int, cnt: int, record: UsedRecord | None, lowered: int) -> int:
+        """Send ``c.staged[a:a + cnt]``; how many the socket took (stops at the first refused); -1: it is gone.
+
+        ``record`` is made just before the first of them leaves; ``lowered``
+        (>= 0, a ``block`` client) is the record's value at the chunk's
+        start, to move it back to the first message refused.
+        """
         b = self._sbatch
-        total, count = 0, len(msgs)
-        k, c.nprep = c.nprep, 0
-        if k and b is not None:  # laid out by prepare_deliveries: one call
-            r = b.send(c.fd, k, c.slot)
-            if r < 0:
-                return 0 if r in (-errno.EAGAIN, -errno.EINTR) else -1
-            if r < k or k == count:
+        if b is not None and cnt > 1 and a + cnt <= c.nprep:  # laid out by prepare_deliveries: one call
+            if record is not None and record.pending and record.addr:
+                record.pending = False  # made by the helper, right before its sendmmsg (and lowered after it)
+                r = b.send_recorded(c.fd, cnt, c.slot + a, record.addr, record.value, lowered)
+                if r < 0:
+                    return 0 if r in (-errno.EAGAIN, -errno.EINTR) else -1
                 return r
-            total = k
-        if b is None or count - total == 1:
+            if record is not None:
+                record.commit()
+            r = b.send(c.fd, cnt, c.slot + a)
+            if r < 0:
+                if r not in (-errno.EAGAIN, -errno.EINTR):
+                    return -1
+                r = 0
+        else:
+            if record is not None:
+                record.commit()
             send = c.sock.send
-            for p in msgs[total:] if total else msgs:
+            staged = c.staged
+            r = 0
+            while r < cnt:
                 try:
-                    send(p)
+                    send(staged[a + r])
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError:
-                    return -1 if total == 0 else total
-                total += 1
-            return total
-        view, lens, stride = b.view, b.lens, b.stride
-        while total < count:
-            m = min(count - total, b.count)
-            for i in range(m):
-                p = msgs[total + i]
-                ln = len(p)
-                off = i * stride
-                view[off : off + ln] = p
-                lens[i] = ln
-            r = b.send(c.fd, m)
-            if r < 0:
-                if r in (-errno.EAGAIN, -errno.EINTR):
-                    return total
-                return -1 if total == 0 else total
-            total += r
-            if r < m:
-                break
-        return total
+                    if r == 0:
+                        return -1
+                    break
+                r += 1
+        if r < cnt and lowered >= 0 and record is not None:
+            record.arm((lowered + r) & 0xFFFF)
+            record.commit()
+        return r
 
     def _enqueue(self, ex: EndpointExport, c: _Client, payload: bytes) -> None:
         """Behind what already waits for this client, within the endpoint's overflow policy."""

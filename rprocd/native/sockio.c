@@ -16,11 +16,21 @@
  *   read as a datagram and goes on, so the batch is cut at the first one.
  * - rprocd_sendm: COUNT records from a buffer array (lengths in LENS) in one
  *   sendmmsg; returns how many the kernel took.
+ * - rprocd_sendm_rec: the same, after one aligned 16-bit store of VALUE at
+ *   REC, made just before the system call; with LOWERED >= 0, a send the
+ *   socket took only K of (0 on EAGAIN) then stores LOWERED + K there.  REC is vring0's avail.used_event
+ *   in the shared window (rprocd/vring.py UsedRecord; memory.py checked its
+ *   alignment and range): the record that the run is accepted.  A SIGKILL
+ *   between that record and the hand-over loses the run; here the two are a
+ *   few instructions apart, and a kill during sendmmsg lets it complete
+ *   (signals are acted on at the return to user space).  The one store into
+ *   the window outside memory.py and its helper.
  *
  * Both return a count >= 0 or -errno; nothing here allocates.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -30,7 +40,7 @@
 
 int rprocd_sockio_abi(void)
 {
-	return 1;
+	return 3;
 }
 
 int rprocd_recvm(int fd, char *bufs, int stride, int count, int flags, int *lens, int *eof)
@@ -67,7 +77,8 @@ int rprocd_recvm(int fd, char *bufs, int stride, int count, int flags, int *lens
 	return n;
 }
 
-int rprocd_sendm(int fd, const char *bufs, int stride, int count, const int *lens)
+static int sendm(int fd, const char *bufs, int stride, int count, const int *lens, volatile uint16_t *rec, int value,
+		 int lowered)
 {
 	struct mmsghdr mm[MAXBATCH];
 	struct iovec iov[MAXBATCH];
@@ -75,8 +86,11 @@ int rprocd_sendm(int fd, const char *bufs, int stride, int count, const int *len
 
 	if (count > MAXBATCH)
 		count = MAXBATCH;
-	if (count <= 0)
+	if (count <= 0) {
+		if (rec)
+			*rec = (uint16_t)value;
 		return 0;
+	}
 	memset(mm, 0, sizeof(mm[0]) * count);
 	for (i = 0; i < count; i++) {
 		iov[i].iov_base = (void *)(bufs + (long)i * stride);
@@ -84,8 +98,23 @@ int rprocd_sendm(int fd, const char *bufs, int stride, int count, const int *len
 		mm[i].msg_hdr.msg_iov = &iov[i];
 		mm[i].msg_hdr.msg_iovlen = 1;
 	}
+	if (rec)
+		*rec = (uint16_t)value;
 	n = sendmmsg(fd, mm, count, MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (n < 0)
-		return -errno;
+		n = -errno;
+	if (rec && lowered >= 0 && n < count)
+		*rec = (uint16_t)(lowered + (n > 0 ? n : 0));
 	return n;
+}
+
+int rprocd_sendm(int fd, const char *bufs, int stride, int count, const int *lens)
+{
+	return sendm(fd, bufs, stride, count, lens, 0, 0, -1);
+}
+
+int rprocd_sendm_rec(int fd, const char *bufs, int stride, int count, const int *lens, uint16_t *rec, int value,
+		     int lowered)
+{
+	return sendm(fd, bufs, stride, count, lens, rec, value, lowered);
 }

@@ -40,13 +40,15 @@ def _load() -> ctypes.CDLL | None:
     for path in candidates:
         try:
             lib = ctypes.CDLL(str(path))
-            if lib.rprocd_sockio_abi() != 1:
+            if lib.rprocd_sockio_abi() != 3:
                 continue
             i, p = ctypes.c_int, ctypes.c_void_p
             lib.rprocd_recvm.argtypes = [i, p, i, i, i, p, p]
             lib.rprocd_recvm.restype = i
             lib.rprocd_sendm.argtypes = [i, p, i, i, p]
             lib.rprocd_sendm.restype = i
+            lib.rprocd_sendm_rec.argtypes = [i, p, i, i, p, p, i, i]
+            lib.rprocd_sendm_rec.restype = i
             return lib
         except (OSError, AttributeError) as e:
             log.debug("cannot load %s: %s", path, e)
@@ -56,7 +58,10 @@ def _load() -> ctypes.CDLL | None:
 class Batch:
     """Preallocated buffers for up to ``count`` records of up to ``stride`` bytes."""
 
-    __slots__ = ("stride", "count", "buf", "view", "lens", "_lens_p", "_buf_p", "_eof", "_eof_p", "_recvm", "_sendm")
+    __slots__ = (
+        "stride", "count", "buf", "view", "lens", "_lens_p", "_buf_p", "_eof", "_eof_p",
+        "_recvm", "_sendm", "_sendm_rec",
+    )  # fmt: skip
 
     def __init__(self, lib: ctypes.CDLL, stride: int, count: int = MAXBATCH):
         self.stride, self.count = stride, min(count, MAXBATCH)
@@ -67,7 +72,7 @@ class Batch:
         self._buf_p = ctypes.addressof(self.buf)
         self._eof = ctypes.c_int(0)
         self._eof_p = ctypes.addressof(self._eof)
-        self._recvm, self._sendm = lib.rprocd_recvm, lib.rprocd_sendm
+        self._recvm, self._sendm, self._sendm_rec = lib.rprocd_recvm, lib.rprocd_sendm, lib.rprocd_sendm_rec
 
     def recv(self, fd: int, count: int, flags: int) -> int:
         """Records read into the buffers (>= 0), or -errno; :attr:`eof` tells if end of file cut the batch."""
@@ -84,6 +89,16 @@ class Batch:
     def send(self, fd: int, count: int, first: int = 0) -> int:
         """Send records ``first..first+count-1`` (lengths in :attr:`lens`); how many the kernel took, or -errno."""
         return int(self._sendm(fd, self._buf_p + first * self.stride, self.stride, count, self._lens_p + 4 * first))
+
+    def send_recorded(self, fd: int, count: int, first: int, rec: int, value: int, lowered: int = -1) -> int:
+        """:meth:`send`, after storing the 16-bit ``value`` at address ``rec`` just before the system call.
+
+        ``rec`` comes from :class:`rprocd.vring.UsedRecord` (an aligned word of the mapped window).
+        With ``lowered`` >= 0, a send that the socket took only ``k`` of stores ``lowered + k`` there
+        after the call (a ``block`` client: what it refused is not accepted).
+        """
+        p = self._buf_p + first * self.stride
+        return int(self._sendm_rec(fd, p, self.stride, count, self._lens_p + 4 * first, rec, value, lowered))
 
 
 LIB = _load()
