@@ -21,7 +21,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -435,6 +435,21 @@ class RemoteHost:
             self.stats.tx_refused += 1
             log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
             return TxResult.REFUSED
+
+    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Sequence[int], count: int) -> int:
+        """Queue a batch of records (see :meth:`RpmsgBus.send_many`); how many went.
+
+        -1 when they can never be sent (the endpoint's peer is unknown): the
+        caller then hands them to :meth:`send` one by one, which counts and
+        logs each.
+        """
+        s = self.session
+        if s is None:
+            return 0
+        try:
+            return s.bus.send_many(ch, records, stride, lens, count)
+        except RpmsgError:
+            return -1
 
     def tx_available(self) -> bool:
         return self.tx_credits() > 0

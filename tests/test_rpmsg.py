@@ -179,6 +179,32 @@ def test_transmit_pool_runs_dry_then_refills(rig) -> None:
         bus.send_to(ch, b"z" * 497)
 
 
+def test_a_batch_of_records_is_sent_in_order_and_stops_at_an_oversized_one_or_an_empty_pool(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"sink", 1024)
+    bus.process_rx()
+    ch = ev.added[0]
+    stride = 520  # header room, then up to 497 bytes: the socket export's layout
+    buf = bytearray(stride * 10)
+    payloads = [b"", b"a", b"bc" * 100, b"d" * 496, b"e", b"f", b"g", b"h", b"i", b"j"]
+    lens = [len(p) for p in payloads]
+    for i, p in enumerate(payloads):
+        buf[i * stride + HDR.size : i * stride + HDR.size + len(p)] = p
+    view = memoryview(buf)
+    lens[4] = 497  # one byte more than a message holds: refused, and the batch stops before it
+    assert bus.send_many(ch, view, stride, lens, 10) == 4
+    lens[4] = 1
+    assert bus.send_many(ch, view[4 * stride :], stride, lens[4:], 6) == 4  # the pool runs dry after 8
+    assert bus.stats.tx_waits == 1 and bus.tx_free() == 0
+    bus.flush()
+    assert remote.receive() == [(ch.local, 1024, p) for p in payloads[:8]]
+    assert ch.tx_msgs == bus.stats.tx_msgs == 8 and ch.tx_bytes == sum(map(len, payloads[:8]))
+    host = bus.create_endpoint("no-peer-yet")
+    with pytest.raises(RpmsgError, match="does not know its remote address"):
+        bus.send_many(host, view, stride, lens, 1)
+
+
 def test_host_endpoint_learns_its_peer(rig) -> None:
     s, remote, ev = rig
     bus = s.bus
