@@ -362,6 +362,8 @@ class RemoteHost:
             self._session_lost("the remote rewrote its resource table under a live session")
         else:
             self.service()
+            for i in s.bus.owed_kicks():  # a remote waiting for buffers without looking again (see flush)
+                self.platform.doorbell.ring(s.notifyids[i])
 
     def _on_ring(self) -> None:
         if self.session is not None:

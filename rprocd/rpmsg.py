@@ -168,6 +168,7 @@ class RpmsgBus:
         self._flush_deliveries = getattr(events, "flush_deliveries", None)  # staged, batched deliveries
         self._prepare_deliveries = getattr(events, "prepare_deliveries", None)
         self._staged: list[tuple[int, Channel]] = []  # rx descs delivered, to accept at _flush_staged
+        self._kick_owed = False  # flush() skipped a vring0 kick: the remote had buffers left
         self.stats = BusStats()
         spare_pa = buffers.pa + need
         self.state = HostState(mem, spare_pa, buffers.end - spare_pa)
@@ -613,11 +614,39 @@ class RpmsgBus:
         self.tx.want_interrupts(on)
 
     def flush(self) -> list[int]:
-        """Publish new avail entries; return the vring indices (0, 1) whose remote wants a kick."""
+        """Publish new avail entries; return the vring indices (0, 1) whose remote wants a kick.
+
+        New receive buffers are kicked for only when the remote had used every
+        buffer posted before (``used.idx`` had caught up with the old
+        ``avail.idx``): a remote with a buffer left finds the new ones when it
+        needs them.  Both sides store, fence, load (our ``avail.idx`` store,
+        the full barrier of :meth:`Vring.kick_needed`, our ``used.idx`` load;
+        the remote's ``used.idx`` store, the barrier after it turns its
+        notifications back on, its ``avail.idx`` load), so a last use we do
+        not see is followed by a look that sees the new buffers.  A skipped
+        kick is owed: :meth:`owed_kicks` rings it from the periodic check, for
+        a remote that sleeps waiting for buffers without that look.
+        """
         kicks = []
-        for i, vr in enumerate((self.rx, self.tx)):
-            if vr.published() != vr.avail_idx:
-                vr.publish()
-                if vr.kick_needed():
-                    kicks.append(i)
+        rx, tx = self.rx, self.tx
+        if rx.published() != rx.avail_idx:
+            before = rx.published()
+            rx.publish()
+            if rx.kick_needed():
+                if rx.used_all(before):
+                    kicks.append(0)
+                    self._kick_owed = False
+                else:
+                    self._kick_owed = True
+        if tx.published() != tx.avail_idx:
+            tx.publish()
+            if tx.kick_needed():
+                kicks.append(1)
         return kicks
+
+    def owed_kicks(self) -> list[int]:
+        """The vring0 kick :meth:`flush` skipped since the last one it returned (once), for the periodic check."""
+        if not self._kick_owed:
+            return []
+        self._kick_owed = False
+        return [0]

@@ -101,7 +101,8 @@ def test_name_service_create_message_destroy(rig) -> None:
     assert [(c.name, c.remote, c.local) for c in ev.added] == [("rpmsg-tty", 1024, 1024), ("rpmsg-x", 1025, 1025)]
     tty = ev.added[0]
     assert bus.send_to(tty, b"hello")
-    assert bus.flush() == [0, 1]  # receive buffers re-posted, one message queued: both rings want a kick
+    # receive buffers re-posted, one message queued: only vring1 is kicked, the remote had 6 buffers left
+    assert bus.flush() == [1] and bus.owed_kicks() == [0] and bus.owed_kicks() == []
     assert remote.receive() == [(1024, 1024, b"hello")]
     remote.send(1024, tty.local, b"world")
     bus.process_rx()
@@ -123,8 +124,26 @@ def test_unknown_address_and_bad_messages_are_counted(rig) -> None:
     assert bus.stats.rx_unknown_dst == 1
     assert bus.stats.ns_bad == 3
     assert ev.added == [] and ev.got == []
-    assert remote.tx.avail_pending() == 4 and bus.flush() == [0]  # the four buffers go back...
+    assert remote.tx.avail_pending() == 4 and bus.flush() == []  # the four buffers go back (4 left: no kick)...
     assert remote.tx.avail_pending() == 8  # ...once published
+
+
+def test_new_receive_buffers_are_kicked_for_only_when_the_remote_had_none_left(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"src", 1024)
+    bus.process_rx()
+    assert bus.flush() == []  # 7 buffers left: it finds the new one when it needs it
+    for i in range(8):
+        remote.send(1024, ev.added[0].local, bytes([i]))
+    assert not remote.tx.avail_pending()  # every buffer used: the remote waits for one
+    bus.process_rx()
+    assert bus.flush() == [0] and bus.owed_kicks() == []  # kicked: nothing owed
+    remote.tx.kick_wanted(False)  # VRING_USED_F_NO_NOTIFY: an awake remote is never kicked
+    for i in range(8):
+        remote.send(1024, ev.added[0].local, bytes([i]))
+    bus.process_rx()
+    assert bus.flush() == [] and bus.owed_kicks() == []
 
 
 def test_refused_delivery_stays_in_the_ring(rig) -> None:
