@@ -21,7 +21,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +34,7 @@ from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
 from .names import safe_name
-from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, TxResult, sparse
+from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, Lengths, RpmsgError, TxResult, sparse
 from .session import AttachError, Session, TableView, read_table
 from .vring import VringError
 
@@ -438,7 +438,7 @@ class RemoteHost:
             log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
             return TxResult.REFUSED
 
-    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Sequence[int], count: int) -> int:
+    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Lengths, count: int) -> int:
         """Queue a batch of records (see :meth:`RpmsgBus.send_many`); how many went.
 
         -1 when they can never be sent (the endpoint's peer is unknown): the

@@ -25,7 +25,6 @@ from __future__ import annotations
 import enum
 import logging
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +57,12 @@ def sparse(count: int) -> bool:
 def lifecycle_logged(count: int) -> bool:
     """The first :data:`LIFECYCLE_BURST` channel creations (or removals), then sparsely: churn cannot flood the log."""
     return count <= LIFECYCLE_BURST or sparse(count)
+
+
+class Lengths(Protocol):
+    """Message lengths by index: a list, or the ``c_int`` array a batched ``recvmmsg`` fills."""
+
+    def __getitem__(self, i: int, /) -> int: ...
 
 
 class TxResult(enum.IntEnum):
@@ -560,7 +565,7 @@ class RpmsgBus:
         st.tx_bytes += n
         return True
 
-    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Sequence[int], count: int) -> int:
+    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Lengths, count: int) -> int:
         """Queue up to ``count`` messages to ``ch`` from a caller's batch buffer, in order; how many were queued.
 
         Message ``i`` is ``lens[i]`` bytes at ``records[i * stride + HDR_SIZE:]``;

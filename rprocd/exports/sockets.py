@@ -20,7 +20,7 @@ import os
 import select
 import socket
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +28,7 @@ from typing import Protocol
 from ..files import CLIENT_RESERVE, FD_RESERVE, AcceptPause, accept_all, chgrp, clear_stale_sockets, fd_room
 from ..names import MAX_SAFE, fits, safe_name
 from ..native import sockio
-from ..rpmsg import HDR_SIZE, Channel, TxResult, lifecycle_logged, sparse
+from ..rpmsg import HDR_SIZE, Channel, Lengths, TxResult, lifecycle_logged, sparse
 
 log = logging.getLogger("rprocd.sockets")
 
@@ -55,7 +55,13 @@ class EndpointPolicy:
 
 
 class Transport(Protocol):
-    """What the socket export needs from the daemon."""
+    """What the socket export needs from the daemon.
+
+    It may also offer ``send_many(ch, records, stride, lens, count) -> int``
+    (:meth:`rprocd.daemon.RemoteHost.send_many`): then a run of records read
+    by one ``recvmmsg`` goes to the ring in one call, each record's rpmsg
+    header packed into the room left before it.
+    """
 
     max_payload: int
 
@@ -160,9 +166,9 @@ class SocketExport:
         self._maxp = transport.max_payload
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
-        # records after room for the rpmsg header (a transport with send_many packs it there); None: the pure-Python path
+        # records after room for their rpmsg header (send_many packs it there); None: the pure-Python path
         self._batch = sockio.batch(transport.max_payload + 1, _BATCH, head=HDR_SIZE)
-        self._send_many: Callable[[Channel, memoryview, int, Sequence[int], int], int] | None = getattr(
+        self._send_many: Callable[[Channel, memoryview, int, Lengths, int], int] | None = getattr(
             transport, "send_many", None
         )
         self._sbatch = sockio.batch(transport.max_payload, _BATCH)
