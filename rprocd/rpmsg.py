@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,8 @@ DEFAULT_MAX_CHANNELS = 256  # channels per remote ([remote.NAME] max_channels): 
 LIFECYCLE_BURST = 32  # channel lifecycle lines logged in full before they thin out (sparse)
 
 log = logging.getLogger("rprocd.rpmsg")
+# RPROCD_AB_ALWAYS_KICK=1: kick for every batch of new receive buffers (see flush), for benchmark A/B runs only
+_ALWAYS_KICK = bool(os.environ.get("RPROCD_AB_ALWAYS_KICK"))
 
 
 def sparse(count: int) -> bool:
@@ -638,7 +641,7 @@ class RpmsgBus:
             before = rx.published()
             rx.publish()
             if rx.kick_needed():
-                if rx.used_all(before):
+                if _ALWAYS_KICK or rx.used_all(before):
                     kicks.append(0)
                     self._kick_owed = False
                 else:
