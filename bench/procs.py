@@ -325,6 +325,7 @@ class Rig:
     daemon: subprocess.Popen[bytes] | None = None
     spy: subprocess.Popen[bytes] | None = None
     notes: list[str] = field(default_factory=list)
+    cwd: Path | None = None  # the daemon's and the remote's (``python -m`` puts it first on sys.path)
 
     def __post_init__(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
@@ -338,7 +339,7 @@ class Rig:
     def _spawn(self, argv: Sequence[str], log: str) -> subprocess.Popen[bytes]:
         with open(self.work / log, "ab") as out:
             return subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env
+                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env, cwd=self.cwd
             )
 
     @property

@@ -34,7 +34,7 @@ from .layout import Layout
 from .lifecycle import Lifecycle
 from .memory import MemoryAccessError
 from .names import safe_name
-from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, RpmsgError, TxResult, sparse
+from .rpmsg import DEFAULT_MAX_CHANNELS, RPMSG_ADDR_ANY, Channel, Lengths, RpmsgError, TxResult, sparse
 from .session import AttachError, Session, TableView, read_table
 from .vring import UsedRecord, VringError
 
@@ -362,6 +362,8 @@ class RemoteHost:
             self._session_lost("the remote rewrote its resource table under a live session")
         else:
             self.service()
+            for i in s.bus.owed_kicks():  # a remote waiting for buffers without looking again (see flush)
+                self.platform.doorbell.ring(s.notifyids[i])
 
     def _on_ring(self) -> None:
         if self.session is not None:
@@ -435,6 +437,21 @@ class RemoteHost:
             self.stats.tx_refused += 1
             log.warning("%s: message of %d bytes not sent: %s", self.name, len(payload), e)
             return TxResult.REFUSED
+
+    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Lengths, count: int) -> int:
+        """Queue a batch of records (see :meth:`RpmsgBus.send_many`); how many went.
+
+        -1 when they can never be sent (the endpoint's peer is unknown): the
+        caller then hands them to :meth:`send` one by one, which counts and
+        logs each.
+        """
+        s = self.session
+        if s is None:
+            return 0
+        try:
+            return s.bus.send_many(ch, records, stride, lens, count)
+        except RpmsgError:
+            return -1
 
     def tx_available(self) -> bool:
         return self.tx_credits() > 0

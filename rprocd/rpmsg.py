@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +48,8 @@ DEFAULT_MAX_CHANNELS = 256  # channels per remote ([remote.NAME] max_channels): 
 LIFECYCLE_BURST = 32  # channel lifecycle lines logged in full before they thin out (sparse)
 
 log = logging.getLogger("rprocd.rpmsg")
+# RPROCD_AB_ALWAYS_KICK=1: kick for every batch of new receive buffers (see flush), for benchmark A/B runs only
+_ALWAYS_KICK = bool(os.environ.get("RPROCD_AB_ALWAYS_KICK"))
 
 
 def sparse(count: int) -> bool:
@@ -57,6 +60,12 @@ def sparse(count: int) -> bool:
 def lifecycle_logged(count: int) -> bool:
     """The first :data:`LIFECYCLE_BURST` channel creations (or removals), then sparsely: churn cannot flood the log."""
     return count <= LIFECYCLE_BURST or sparse(count)
+
+
+class Lengths(Protocol):
+    """Message lengths by index: a list, or the ``c_int`` array a batched ``recvmmsg`` fills."""
+
+    def __getitem__(self, i: int, /) -> int: ...
 
 
 class TxResult(enum.IntEnum):
@@ -167,6 +176,7 @@ class RpmsgBus:
         self._flush_deliveries = getattr(events, "flush_deliveries", None)  # staged, batched deliveries
         self._prepare_deliveries = getattr(events, "prepare_deliveries", None)
         self._staged: list[tuple[int, Channel]] = []  # rx descs delivered, to accept at _flush_staged
+        self._kick_owed = False  # flush() skipped a vring0 kick: the remote had buffers left
         self.stats = BusStats()
         spare_pa = buffers.pa + need
         self.state = HostState(mem, spare_pa, buffers.end - spare_pa)
@@ -561,6 +571,46 @@ class RpmsgBus:
         st.tx_bytes += n
         return True
 
+    def send_many(self, ch: Channel, records: memoryview, stride: int, lens: Lengths, count: int) -> int:
+        """Queue up to ``count`` messages to ``ch`` from a caller's batch buffer, in order; how many were queued.
+
+        Message ``i`` is ``lens[i]`` bytes at ``records[i * stride + HDR_SIZE:]``;
+        the :data:`HDR_SIZE` bytes before it are the caller's room for the rpmsg
+        header, packed there (the caller's memory, never the window), so that
+        header and payload go to the buffer in one device copy and no bytes
+        are built per message.  Stops before a message over
+        :attr:`max_payload` (the caller refuses it) and when every transmit
+        buffer is with the remote.  Visible to the remote after :meth:`flush`.
+        """
+        if ch.remote == RPMSG_ADDR_ANY:
+            raise RpmsgError(f"endpoint {ch.name!r} does not know its remote address yet")
+        free = self._free
+        src, dst, maxp, bs = ch.local, ch.remote, self.max_payload, self.buf_size
+        base, pool = self.tx_base, self.pool_pa
+        write, add, pack_into = self._bufs.write, self.tx.add, HDR.pack_into
+        done = nbytes = 0
+        while done < count:
+            n = lens[done]
+            if n > maxp:
+                break
+            if not free:
+                self.stats.tx_waits += 1
+                break
+            o = done * stride
+            pack_into(records, o, src, dst, 0, n, 0)
+            desc = free.pop()
+            off = base + desc * bs
+            write(off, records[o : o + HDR_SIZE + n])  # one device copy (memcpy_toio)
+            add(desc, pool + off, HDR_SIZE + n, 0)
+            done += 1
+            nbytes += n
+        st = self.stats
+        st.tx_msgs += done
+        st.tx_bytes += nbytes
+        ch.tx_msgs += done
+        ch.tx_bytes += nbytes
+        return done
+
     def send_to(self, ch: Channel, payload: bytes | bytearray | memoryview) -> bool:
         if ch.remote == RPMSG_ADDR_ANY:
             raise RpmsgError(f"endpoint {ch.name!r} does not know its remote address yet")
@@ -575,11 +625,39 @@ class RpmsgBus:
         self.tx.want_interrupts(on)
 
     def flush(self) -> list[int]:
-        """Publish new avail entries; return the vring indices (0, 1) whose remote wants a kick."""
+        """Publish new avail entries; return the vring indices (0, 1) whose remote wants a kick.
+
+        New receive buffers are kicked for only when the remote had used every
+        buffer posted before (``used.idx`` had caught up with the old
+        ``avail.idx``): a remote with a buffer left finds the new ones when it
+        needs them.  Both sides store, fence, load (our ``avail.idx`` store,
+        the full barrier of :meth:`Vring.kick_needed`, our ``used.idx`` load;
+        the remote's ``used.idx`` store, the barrier after it turns its
+        notifications back on, its ``avail.idx`` load), so a last use we do
+        not see is followed by a look that sees the new buffers.  A skipped
+        kick is owed: :meth:`owed_kicks` rings it from the periodic check, for
+        a remote that sleeps waiting for buffers without that look.
+        """
         kicks = []
-        for i, vr in enumerate((self.rx, self.tx)):
-            if vr.published() != vr.avail_idx:
-                vr.publish()
-                if vr.kick_needed():
-                    kicks.append(i)
+        rx, tx = self.rx, self.tx
+        if rx.published() != rx.avail_idx:
+            before = rx.published()
+            rx.publish()
+            if rx.kick_needed():
+                if _ALWAYS_KICK or rx.used_all(before):
+                    kicks.append(0)
+                    self._kick_owed = False
+                else:
+                    self._kick_owed = True
+        if tx.published() != tx.avail_idx:
+            tx.publish()
+            if tx.kick_needed():
+                kicks.append(1)
         return kicks
+
+    def owed_kicks(self) -> list[int]:
+        """The vring0 kick :meth:`flush` skipped since the last one it returned (once), for the periodic check."""
+        if not self._kick_owed:
+            return []
+        self._kick_owed = False
+        return [0]

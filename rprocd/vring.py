@@ -255,6 +255,14 @@ class Vring:
             _MB()  # virtio_mb() in virtqueue_kick_prepare_split: the avail.idx store before this load
         return not self._uid(0) & VRING_USED_F_NO_NOTIFY
 
+    def used_all(self, before: int) -> bool:
+        """Whether the remote has used every entry published up to ``before`` (an earlier :meth:`published`).
+
+        Call right after :meth:`kick_needed`: its full barrier orders the
+        ``avail.idx`` store of :meth:`publish` before this load of ``used.idx``.
+        """
+        return self._uid(1) == before
+
     def want_interrupts(self, on: bool) -> None:
         """Set or clear ``VRING_AVAIL_F_NO_INTERRUPT``.
 

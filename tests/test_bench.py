@@ -43,10 +43,12 @@ REMOTES = ["py", "c"]
 
 # The daemon's syscalls per rpmsg message (perf stat -p, raw_syscalls:sys_enter) in each bulk
 # workload (pipelined echo, sink, source) on the C remote, in every placement.  Issue 15's
-# target is 0.5.  With the kill-safe batched socket hop (recvmmsg/sendmmsg) and suppression the
-# daemon measures 0.43-0.49 (pipe, sink) and 0.43-0.63 (source); before it, 1.2-1.5, and one
-# message per wake-up costs about 4.5.  The ceiling keeps a margin over today's worst figure.
-SYSCALLS_PER_MSG_MAX = 0.75
+# target is 0.5.  With the kill-safe batched socket hop (recvmmsg/sendmmsg), suppression and the
+# doorbell read in one recvmmsg the daemon measures 0.34-0.44 (pipe), 0.44-0.48 (sink) and
+# 0.28-0.50 (source); 0.50 is the floor of a source whose remote has its own CPU (per 8-entry
+# ring-full: one sleep, one doorbell read, one sendmmsg to the client, one kick).  Before the
+# batching, 1.2-1.5; one message per wake-up costs about 4.5.  The ceiling keeps a margin.
+SYSCALLS_PER_MSG_MAX = 0.6
 # The reference host (bench/host.c) is the instrument: ~0.06-0.27 per message in bulk today
 # (start-up included).  If it needs more, the ratios measure a worse host than the machine allows.
 REFERENCE_SYSCALLS_PER_MSG_MAX = 0.5

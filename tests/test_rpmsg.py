@@ -101,7 +101,8 @@ def test_name_service_create_message_destroy(rig) -> None:
     assert [(c.name, c.remote, c.local) for c in ev.added] == [("rpmsg-tty", 1024, 1024), ("rpmsg-x", 1025, 1025)]
     tty = ev.added[0]
     assert bus.send_to(tty, b"hello")
-    assert bus.flush() == [0, 1]  # receive buffers re-posted, one message queued: both rings want a kick
+    # receive buffers re-posted, one message queued: only vring1 is kicked, the remote had 6 buffers left
+    assert bus.flush() == [1] and bus.owed_kicks() == [0] and bus.owed_kicks() == []
     assert remote.receive() == [(1024, 1024, b"hello")]
     remote.send(1024, tty.local, b"world")
     bus.process_rx()
@@ -123,8 +124,26 @@ def test_unknown_address_and_bad_messages_are_counted(rig) -> None:
     assert bus.stats.rx_unknown_dst == 1
     assert bus.stats.ns_bad == 3
     assert ev.added == [] and ev.got == []
-    assert remote.tx.avail_pending() == 4 and bus.flush() == [0]  # the four buffers go back...
+    assert remote.tx.avail_pending() == 4 and bus.flush() == []  # the four buffers go back (4 left: no kick)...
     assert remote.tx.avail_pending() == 8  # ...once published
+
+
+def test_new_receive_buffers_are_kicked_for_only_when_the_remote_had_none_left(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"src", 1024)
+    bus.process_rx()
+    assert bus.flush() == []  # 7 buffers left: it finds the new one when it needs it
+    for i in range(8):
+        remote.send(1024, ev.added[0].local, bytes([i]))
+    assert not remote.tx.avail_pending()  # every buffer used: the remote waits for one
+    bus.process_rx()
+    assert bus.flush() == [0] and bus.owed_kicks() == []  # kicked: nothing owed
+    remote.tx.kick_wanted(False)  # VRING_USED_F_NO_NOTIFY: an awake remote is never kicked
+    for i in range(8):
+        remote.send(1024, ev.added[0].local, bytes([i]))
+    bus.process_rx()
+    assert bus.flush() == [] and bus.owed_kicks() == []
 
 
 def test_refused_delivery_stays_in_the_ring(rig) -> None:
@@ -177,6 +196,32 @@ def test_transmit_pool_runs_dry_then_refills(rig) -> None:
     assert bus.reclaim_tx() == 8 and bus.tx_free() == 8
     with pytest.raises(RpmsgError, match="exceeds 496"):
         bus.send_to(ch, b"z" * 497)
+
+
+def test_a_batch_of_records_is_sent_in_order_and_stops_at_an_oversized_one_or_an_empty_pool(rig) -> None:
+    s, remote, ev = rig
+    bus = s.bus
+    remote.announce(b"sink", 1024)
+    bus.process_rx()
+    ch = ev.added[0]
+    stride = 520  # header room, then up to 497 bytes: the socket export's layout
+    buf = bytearray(stride * 10)
+    payloads = [b"", b"a", b"bc" * 100, b"d" * 496, b"e", b"f", b"g", b"h", b"i", b"j"]
+    lens = [len(p) for p in payloads]
+    for i, p in enumerate(payloads):
+        buf[i * stride + HDR.size : i * stride + HDR.size + len(p)] = p
+    view = memoryview(buf)
+    lens[4] = 497  # one byte more than a message holds: refused, and the batch stops before it
+    assert bus.send_many(ch, view, stride, lens, 10) == 4
+    lens[4] = 1
+    assert bus.send_many(ch, view[4 * stride :], stride, lens[4:], 6) == 4  # the pool runs dry after 8
+    assert bus.stats.tx_waits == 1 and bus.tx_free() == 0
+    bus.flush()
+    assert remote.receive() == [(ch.local, 1024, p) for p in payloads[:8]]
+    assert ch.tx_msgs == bus.stats.tx_msgs == 8 and ch.tx_bytes == sum(map(len, payloads[:8]))
+    host = bus.create_endpoint("no-peer-yet")
+    with pytest.raises(RpmsgError, match="does not know its remote address"):
+        bus.send_many(host, view, stride, lens, 1)
 
 
 def test_host_endpoint_learns_its_peer(rig) -> None:

@@ -9,7 +9,7 @@ import select
 import socket
 import subprocess
 import termios
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from rprocd.exports.sockets import EndpointPolicy, SocketExport
 from rprocd.memory import span_over
 from rprocd.native import sockio
-from rprocd.rpmsg import Channel, TxResult
+from rprocd.rpmsg import HDR_SIZE, Channel, TxResult
 from rprocd.vring import UsedRecord
 from tests.conftest import Board, wait_for
 from tests.traffic import endpoint_stats, stats
@@ -40,6 +40,16 @@ class Stub:
         self.free -= 1
         self.sent.append(bytes(payload))
         return TxResult.SENT
+
+    def send_batch(self, ch: Channel, records: memoryview, stride: int, lens: Sequence[int], count: int) -> int:
+        """RemoteHost.send_many's contract (RpmsgBus.send_many): in order, stops at an oversized record or no buffer."""
+        done = 0
+        while done < count and lens[done] <= self.max_payload and self.free > 0:
+            self.free -= 1
+            o = done * stride + HDR_SIZE
+            self.sent.append(bytes(records[o : o + lens[done]]))
+            done += 1
+        return done
 
     def tx_available(self) -> bool:
         return self.free > 0
@@ -201,18 +211,25 @@ def test_writers_park_in_order_when_no_buffer_is_free(tmp_path: Path) -> None:
 # -- half-close, empty records and end of file (both read paths) ---------------------------------
 
 
-@pytest.fixture(params=["native", "python"])
+@pytest.fixture(params=["native", "batched", "python"])
 def read_path(request: pytest.FixtureRequest) -> str:
-    if request.param == "native" and sockio.LIB is None:
+    """recvmmsg and a record at a time to the transport, recvmmsg and runs (send_many), or recv per record."""
+    if request.param != "python" and sockio.LIB is None:
         pytest.fail("the native sockio helper did not build (is a C compiler installed?)")
     return str(request.param)
+
+
+def use_path(exp: SocketExport, stub: Stub, read_path: str) -> None:
+    if read_path == "python":
+        exp._batch = None
+    elif read_path == "batched":
+        exp._send_many = stub.send_batch
 
 
 def test_empty_records_are_sent_and_eof_half_closes(tmp_path: Path, read_path: str) -> None:
     """0 bytes read is an empty record (a legal rpmsg message) or the client's shutdown: never confused."""
     loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
-    if read_path == "python":
-        exp._batch = None
+    use_path(exp, stub, read_path)
     ex = exp.exports[ch.local]
     (c,) = ex.clients
     stub.free = 8
@@ -239,8 +256,7 @@ def test_empty_records_are_sent_and_eof_half_closes(tmp_path: Path, read_path: s
 def test_records_stay_in_the_socket_until_published(tmp_path: Path, read_path: str) -> None:
     """With 2 buffers free and 5 records, 2 are taken and 3 stay queued (peeked ones are rewound)."""
     loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
-    if read_path == "python":
-        exp._batch = None
+    use_path(exp, stub, read_path)
     ex = exp.exports[ch.local]
     (c,) = ex.clients
     stub.free = 2
@@ -267,8 +283,7 @@ def _outq(sock: socket.socket) -> int:
 
 def test_oversized_record_disconnects_after_the_records_before_it(tmp_path: Path, read_path: str) -> None:
     loop, exp, stub, ch, (a,) = setup(tmp_path, 1)
-    if read_path == "python":
-        exp._batch = None
+    use_path(exp, stub, read_path)
     ex = exp.exports[ch.local]
     (c,) = ex.clients
     stub.free = 8

@@ -28,7 +28,7 @@ from typing import Protocol
 from ..files import CLIENT_RESERVE, FD_RESERVE, AcceptPause, accept_all, chgrp, clear_stale_sockets, fd_room
 from ..names import MAX_SAFE, fits, safe_name
 from ..native import sockio
-from ..rpmsg import Channel, TxResult, lifecycle_logged, sparse
+from ..rpmsg import HDR_SIZE, Channel, Lengths, TxResult, lifecycle_logged, sparse
 from ..vring import UsedRecord
 
 log = logging.getLogger("rprocd.sockets")
@@ -56,7 +56,13 @@ class EndpointPolicy:
 
 
 class Transport(Protocol):
-    """What the socket export needs from the daemon."""
+    """What the socket export needs from the daemon.
+
+    It may also offer ``send_many(ch, records, stride, lens, count) -> int``
+    (:meth:`rprocd.daemon.RemoteHost.send_many`): then a run of records read
+    by one ``recvmmsg`` goes to the ring in one call, each record's rpmsg
+    header packed into the room left before it.
+    """
 
     max_payload: int
 
@@ -162,7 +168,11 @@ class SocketExport:
         self._maxp = transport.max_payload
         self._rbuf = bytearray(transport.max_payload + 1)
         self._rview = memoryview(self._rbuf)
-        self._batch = sockio.batch(transport.max_payload + 1, _BATCH)  # None: the pure-Python path
+        # records after room for their rpmsg header (send_many packs it there); None: the pure-Python path
+        self._batch = sockio.batch(transport.max_payload + 1, _BATCH, head=HDR_SIZE)
+        self._send_many: Callable[[Channel, memoryview, int, Lengths, int], int] | None = getattr(
+            transport, "send_many", None
+        )
         self._sbatch = sockio.batch(transport.max_payload, _BATCH)
         self._staging: list[tuple[EndpointExport, _Client]] = []  # clients with staged deliveries
         self._order: list[EndpointExport | None] = []  # each staged delivery's endpoint, in ring order
@@ -349,18 +359,28 @@ class SocketExport:
                 self._drop_client(ex, c, os.strerror(-n))
             return 0
         eof = b.eof
-        lens, view, stride = b.lens, b.view, b.stride
+        lens, view, stride, head = b.lens, b.view, b.stride, b.head
         taken = 0
         oversized = -1
-        for i in range(n):
-            ln = lens[i]
-            if ln > self._maxp:
-                oversized = ln
-                break
-            off = i * stride
-            if not self._send_one(ex, c, view[off : off + ln]):
-                break
-            taken += 1
+        many = self._send_many(ex.ch, view, stride, lens, n) if self._send_many is not None else -1
+        if many >= 0:  # the whole run in one call; it stops before an oversized record or when no buffer is free
+            taken = many
+            ex.stats.tx_records += taken
+            if taken < n:
+                if lens[taken] > self._maxp:
+                    oversized = lens[taken]
+                else:
+                    self._park(ex, c)
+        else:  # one by one (a transport without send_many, or records it refuses: each counted)
+            for i in range(n):
+                ln = lens[i]
+                if ln > self._maxp:
+                    oversized = ln
+                    break
+                off = head + i * stride
+                if not self._send_one(ex, c, view[off : off + ln]):
+                    break
+                taken += 1
         if taken:
             self.transport.flush()  # published: now the records may leave the socket
             b.consume(c.fd, taken)

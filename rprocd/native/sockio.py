@@ -6,7 +6,9 @@ Without a compiler, or with ``RPROCD_NO_SOCKIO`` set, :data:`BATCH` is None
 and callers use the pure-Python path (one ``recv_into``/``send`` per record).
 
 A :class:`Batch` owns its buffers, allocated once: ``recv(fd, count,
-flags)`` fills ``lens[:n]`` and the records sit at ``view[i * stride :]``.
+flags)`` fills ``lens[:n]`` and the records sit at ``view[head + i * stride :]``,
+each after ``head`` bytes of room the caller may fill (an rpmsg header, so
+that header and record go on in one copy).
 """
 
 from __future__ import annotations
@@ -59,13 +61,17 @@ class Batch:
     """Preallocated buffers for up to ``count`` records of up to ``stride`` bytes."""
 
     __slots__ = (
-        "stride", "count", "buf", "view", "lens", "_lens_p", "_buf_p", "_eof", "_eof_p",
+        "stride", "count", "head", "buf", "view", "lens", "_lens_p", "_buf_p", "_eof", "_eof_p",
         "_recvm", "_sendm", "_sendm_rec",
     )  # fmt: skip
 
-    def __init__(self, lib: ctypes.CDLL, stride: int, count: int = MAXBATCH):
-        self.stride, self.count = stride, min(count, MAXBATCH)
-        self.buf = (ctypes.c_char * (stride * self.count))()
+    def __init__(self, lib: ctypes.CDLL, stride: int, count: int = MAXBATCH, head: int = 0):
+        if head:  # each slot: head room, then the record; slots 8-byte aligned
+            stride = (head + stride + 7) & ~7
+        self.stride, self.count, self.head = stride, min(count, MAXBATCH), head
+        # (a record longer than stride - head, which MSG_TRUNC reports and the caller refuses, may run
+        # into the next slot's head room, never into its record)
+        self.buf = (ctypes.c_char * (head + stride * self.count))()
         self.view = memoryview(self.buf).cast("B")
         self.lens = (ctypes.c_int * self.count)()
         self._lens_p = ctypes.addressof(self.lens)
@@ -76,7 +82,7 @@ class Batch:
 
     def recv(self, fd: int, count: int, flags: int) -> int:
         """Records read into the buffers (>= 0), or -errno; :attr:`eof` tells if end of file cut the batch."""
-        return int(self._recvm(fd, self._buf_p, self.stride, count, flags, self._lens_p, self._eof_p))
+        return int(self._recvm(fd, self._buf_p + self.head, self.stride, count, flags, self._lens_p, self._eof_p))
 
     def consume(self, fd: int, count: int) -> int:
         """Dequeue ``count`` records without copying them (their lengths land in :attr:`lens`)."""
@@ -88,7 +94,8 @@ class Batch:
 
     def send(self, fd: int, count: int, first: int = 0) -> int:
         """Send records ``first..first+count-1`` (lengths in :attr:`lens`); how many the kernel took, or -errno."""
-        return int(self._sendm(fd, self._buf_p + first * self.stride, self.stride, count, self._lens_p + 4 * first))
+        base = self._buf_p + self.head + first * self.stride
+        return int(self._sendm(fd, base, self.stride, count, self._lens_p + 4 * first))
 
     def send_recorded(self, fd: int, count: int, first: int, rec: int, value: int, lowered: int = -1) -> int:
         """:meth:`send`, after storing the 16-bit ``value`` at address ``rec`` just before the system call.
@@ -97,7 +104,7 @@ class Batch:
         With ``lowered`` >= 0, a send that the socket took only ``k`` of stores ``lowered + k`` there
         after the call (a ``block`` client: what it refused is not accepted).
         """
-        p = self._buf_p + first * self.stride
+        p = self._buf_p + self.head + first * self.stride
         return int(self._sendm_rec(fd, p, self.stride, count, self._lens_p + 4 * first, rec, value, lowered))
 
 
@@ -105,6 +112,6 @@ LIB = _load()
 KIND = "native recvmmsg/sendmmsg" if LIB is not None else "fallback: one recv/send per record"
 
 
-def batch(stride: int, count: int = MAXBATCH) -> Batch | None:
-    """A :class:`Batch`, or None when the helper is not available."""
-    return Batch(LIB, stride, count) if LIB is not None else None
+def batch(stride: int, count: int = MAXBATCH, head: int = 0) -> Batch | None:
+    """A :class:`Batch` of records up to ``stride`` bytes after ``head`` bytes of room; None without the helper."""
+    return Batch(LIB, stride, count, head) if LIB is not None else None
