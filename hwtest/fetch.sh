@@ -104,6 +104,6 @@ apt_get download $(apt_cache depends --recurse --no-recommends --no-suggests --n
 apt_get download $(sed 's/#.*//' "$HERE/userland-all.list")
 mkdir -p "$OUT/wheels"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$OUT/wheels" \
-	"python-periphery>=2.3" "aiomqtt>=2.0" "paho-mqtt>=2.0"
+	"aiomqtt>=2.0" "paho-mqtt>=2.0"
 date -u > "$OUT/stamp.fetch"
 echo "hwtest: fetched into $OUT"

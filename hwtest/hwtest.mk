@@ -3,11 +3,11 @@
 # make hwtest          the full run under systemd: the package installed with apt (Must-show list of issue 12)
 # make hwtest-full     the same checks on the initramfs guest (rprocd from this checkout, no systemd)
 # make hwtest-short    boot, attach, 100 echoes, the negative control (CI size)
-# Everything it fetches or builds is under build/hwtest/ (make clean removes build/).
+# Everything it fetches or builds is under build/hwtest/ (make clean removes it: hwtest-clean).
 HWTEST_OUT ?= build/hwtest
 HWTEST_SRC := hwtest
 HWTEST_HOST_PACKAGES := qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
-	device-tree-compiler cpio libglib2.0-dev pkg-config
+	device-tree-compiler cpio libglib2.0-dev pkg-config qemu-user-static debootstrap dpkg-dev
 # The interpreter of the host side (simulated remote, bridge, driver): the project's venv
 # when included by the Makefile, else python3.
 HWTEST_PYTHON ?= $(if $(PYTHON),$(PYTHON),python3)
@@ -56,7 +56,7 @@ hwtest-short: hwtest-build
 hwtest-full: hwtest-build
 	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode full
 
-# The systemd guest: debootstrap (second stage in the guest, once, cached) and the package from `make deb`.
+# The systemd guest: debootstrap on the host under qemu-user (once, cached) and the package from `make deb`.
 hwtest-rootfs: hwtest-build
 	sh $(HWTEST_SRC)/mkrootfs.sh $(HWTEST_OUT)
 
@@ -64,4 +64,13 @@ hwtest-debs: deb hwtest-build
 	sh $(HWTEST_SRC)/mkdebs.sh $(HWTEST_OUT)
 
 hwtest: hwtest-rootfs hwtest-debs
-	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd
+	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd --timeout 3600
+
+# make clean removes the bed's cache too (the rootfs tree is root's); never while something is
+# mounted in it (a mkrootfs.sh running: debootstrap mounts proc and sys in the tree).
+.PHONY: hwtest-clean
+clean: hwtest-clean
+hwtest-clean:
+	@if grep -qs " $(abspath $(HWTEST_OUT))/" /proc/mounts; then \
+		echo "make: $(HWTEST_OUT) has mounts (mkrootfs.sh running?); not removed" >&2; exit 1; fi
+	$(if $(wildcard $(HWTEST_OUT)),$(HWTEST_SUDO) rm -rf --one-file-system $(HWTEST_OUT))

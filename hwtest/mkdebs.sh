@@ -3,10 +3,11 @@
 #  - rprocd: the .deb `make deb` built (dist/rprocd_*_amd64.deb), repacked for
 #    arm64 with its native helper (_barrier.so) cross-built the way
 #    debian/rules builds it; the Python files are architecture-independent;
-#  - python3-periphery: Debian 12 has no such package, yet rprocd depends on it;
-#    the bed wraps PyPI's pure-Python wheel (python-periphery) into one, so apt
-#    can resolve the dependency offline.  (A user of plain Debian 12 has the
-#    same gap: see docs/hwtest.md.)
+#  - the Debian 12 packages rprocd depends on that the minimal root file
+#    system lacks (python3-periphery, python3-pyudev, python3-pyelftools, all
+#    Architecture: all, downloaded from Debian by fetch.sh), as a flat apt
+#    repository (Packages index): the guest's apt resolves rprocd's
+#    dependencies from it, as it would from Debian's mirror.
 # Usage: mkdebs.sh OUTDIR
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,20 +23,15 @@ SO=$(find "$X" -name _barrier.so)
 aarch64-linux-gnu-gcc -O2 -fstack-protector-strong -D_FORTIFY_SOURCE=2 -Wl,-z,relro -Wl,-z,now \
 	-shared -fPIC -o "$SO" "$REPO/rprocd/native/barrier.c" -Wl,--no-as-needed -lc
 sed -i 's/^Architecture: .*/Architecture: arm64/' "$X/DEBIAN/control"
+# dh_python3 names the package with its architecture in the maintainer scripts (py3compile -p rprocd:amd64).
+sed -i "s/rprocd:amd64/rprocd:arm64/g" "$X"/DEBIAN/postinst "$X"/DEBIAN/prerm
+grep -q amd64 "$X"/DEBIAN/* && { echo "hwtest: amd64 left in the repacked control files" >&2; exit 1; }
 (cd "$X" && find . -path ./DEBIAN -prune -o -type f -print0 | sed -z 's|^\./||' | xargs -0 md5sum > DEBIAN/md5sums)
 dpkg-deb -b --root-owner-group "$X" "$P/" >/dev/null
-V=$(ls "$OUT"/wheels/python_periphery-*.whl | sed 's/.*python_periphery-\([^-]*\)-.*/\1/')
-Y=$OUT/repack/periphery
-mkdir -p "$Y/DEBIAN" "$Y/usr/lib/python3/dist-packages"
-python3 -m zipfile -e "$OUT"/wheels/python_periphery-*.whl "$Y/usr/lib/python3/dist-packages"
-cat > "$Y/DEBIAN/control" <<EOC
-Package: python3-periphery
-Version: $V-0hwtest1
-Architecture: all
-Maintainer: rprocd hwtest <hwtest@localhost>
-Depends: python3
-Description: python-periphery $V from PyPI, wrapped for the rprocd QEMU bed
- Debian 12 has no python3-periphery; rprocd depends on it.
-EOC
-dpkg-deb -b --root-owner-group "$Y" "$P/" >/dev/null
+for p in python3-periphery python3-pyudev python3-pyelftools; do
+	f=$(ls "$OUT"/debs/"$p"_*_all.deb 2>/dev/null | head -1)
+	[ -n "$f" ] || { echo "hwtest: $p not in $OUT/debs (fetch.sh's userland-all.list)" >&2; exit 1; }
+	cp "$f" "$P/"
+done
+(cd "$P" && dpkg-scanpackages -m . /dev/null 2>/dev/null > Packages)
 ls "$P"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The short version's guest: an initramfs of Debian's arm64 packages (busybox,
 # Python, pyudev, ...; extracted with dpkg-deb -x, no maintainer scripts), the
-# PyPI wheels Debian 12 lacks, this checkout's rprocd with its native helper
+# PyPI wheels Debian 12 lacks (aiomqtt 2, paho-mqtt 2), this checkout's rprocd with its native helper
 # cross-built for arm64, the kernel modules and the negative control.
 # Usage: mkinitrd.sh OUTDIR   (needs fetch.sh's cache in OUTDIR)
 set -eu

@@ -183,9 +183,11 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     ep.close()
     t0 = time.monotonic()
     PROC = start_rprocd()
-    wait_for("kill9 restart", lambda: endpoints_up() and can_connect("rpmsg-source"), 300)
+    # The reader's own connection is the probe: a probe connection that closes again would
+    # take along what the resumed daemon hands it (the stream goes to whoever is connected).
+    ep2 = connect_when_live("rpmsg-source", 300)
     say(f"kill9 rprocd restarted, endpoints back in {time.monotonic() - t0:.1f} s")
-    with open_ep("rpmsg-source") as ep2:
+    with ep2:
         while len(seen) < n:
             try:
                 seen.append(struct.unpack_from("<I", ep2.recv(timeout=60))[0])
@@ -207,13 +209,16 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     return PROC
 
 
-def can_connect(name: str) -> bool:
-    """The socket file may be the killed daemon's: only a connect tells a live one."""
-    try:
-        open_ep(name).close()
-        return True
-    except OSError:
-        return False
+def connect_when_live(name: str, timeout: float) -> Endpoint:
+    """Connect once the new daemon listens: a socket file may be the killed daemon's (refused)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open_ep(name)
+        except OSError as e:  # EndpointNotFound, ConnectionRefusedError
+            if time.monotonic() > deadline:
+                fail(name, f"no live endpoint within {timeout:.0f} s ({e!r})")
+            time.sleep(0.2)
 
 
 def echo_works() -> bool:

@@ -19,8 +19,15 @@ export DEBIAN_FRONTEND=noninteractive
 # The board's config is provisioned first, as an admin would; dpkg keeps it (confold).
 mkdir -p /etc/rprocd
 cp /opt/hwtest/rprocd.toml /etc/rprocd/rprocd.toml
-if apt-get install -y -q --no-download -o Dpkg::Options::=--force-confold /opt/hwtest/debs/*.deb > /tmp/apt.log 2>&1; then
+# Debian's archive, as a user's apt has it, is here a flat repository of the Debian packages
+# rprocd depends on (downloaded by fetch.sh; the guest has no network): apt resolves the
+# dependencies of the .deb from it.
+rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
+echo "deb [trusted=yes] file:/opt/hwtest/debs ./" > /etc/apt/sources.list.d/hwtest.list
+if apt-get update -q > /tmp/apt.log 2>&1 &&
+	apt-get install -y -q -o Dpkg::Options::=--force-confold /opt/hwtest/debs/rprocd_*_arm64.deb >> /tmp/apt.log 2>&1; then
 	say "apt install ok $(dpkg-query -W -f '${Package} ${Version} ${Architecture}' rprocd)"
+	say "apt pulled in: $(sed -n 's/^Setting up \([^ ]*\) .*/\1/p' /tmp/apt.log | tr '\n' ' ')"
 else
 	sed 's/^/HWTEST apt: /' /tmp/apt.log | tail -20
 	say "FAIL apt install"
