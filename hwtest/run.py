@@ -215,6 +215,7 @@ class Bed:
             self.has(r"HWTEST systemd boot .*pid1=systemd", "systemd as PID 1")
             self.has(r"HWTEST apt install ok rprocd \S+ arm64", "apt install of the package")
             self.has(r"HWTEST apt pulled in: .*python3-periphery", "apt resolved Debian's python3-periphery")
+            self.has(r"HWTEST native: (extension|ctypes) \| native recvmmsg/sendmmsg", "the arm64 native helpers load")
             self.has(r"HWTEST systemd is-active=active status='.*attached.*4 endpoints", "systemd status")
             self.has(r"HWTEST devnode /dev/uio\d+ rprocd 660 name=rpmsg_shm", "udev rule on the window")
             self.has(r"HWTEST devnode /dev/uio\d+ rprocd 660 name=mbox", "udev rule on the mailbox")

@@ -9,7 +9,7 @@ import select
 import socket
 import subprocess
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from rprocd.exports.sockets import EndpointPolicy, SocketExport
 from rprocd.memory import span_over
 from rprocd.native import sockio
-from rprocd.rpmsg import HDR_SIZE, Channel, TxResult
+from rprocd.rpmsg import HDR_SIZE, Channel, Lengths, TxResult
 from rprocd.vring import UsedRecord
 from tests.conftest import Board, wait_for
 from tests.traffic import endpoint_stats, stats
@@ -41,7 +41,7 @@ class Stub:
         self.sent.append(bytes(payload))
         return TxResult.SENT
 
-    def send_batch(self, ch: Channel, records: memoryview, stride: int, lens: Sequence[int], count: int) -> int:
+    def send_batch(self, ch: Channel, records: memoryview, stride: int, lens: Lengths, count: int) -> int:
         """RemoteHost.send_many's contract (RpmsgBus.send_many): in order, stops at an oversized record or no buffer."""
         done = 0
         while done < count and lens[done] <= self.max_payload and self.free > 0:
@@ -166,6 +166,7 @@ def test_a_run_for_two_endpoints_is_recorded_only_as_far_as_it_is_handed_over(tm
         recorded = span.load16(0)
         assert all(p in got for _ch, p in run[:recorded]), (recorded, got)
 
+    assert exp._sbatch is not None
     exp._sbatch = _Watched(exp._sbatch, check)  # type: ignore[assignment]
     for ch, p in run:
         exp.stage(ch, p)

@@ -28,6 +28,8 @@ if apt-get update -q > /tmp/apt.log 2>&1 &&
 	apt-get install -y -q -o Dpkg::Options::=--force-confold /opt/hwtest/debs/rprocd_*_arm64.deb >> /tmp/apt.log 2>&1; then
 	say "apt install ok $(dpkg-query -W -f '${Package} ${Version} ${Architecture}' rprocd)"
 	say "apt pulled in: $(sed -n 's/^Setting up \([^ ]*\) .*/\1/p' /tmp/apt.log | tr '\n' ' ')"
+	# the package's own arm64 helpers load (an amd64 leftover would mean the Python fallbacks)
+	say "native: $(python3 -c 'from rprocd import memory; from rprocd.native import sockio; print(memory.PATH, "|", sockio.KIND)' 2>&1)"
 else
 	sed 's/^/HWTEST apt: /' /tmp/apt.log | tail -20
 	say "FAIL apt install"
