@@ -65,14 +65,16 @@ def vring_offsets(pa: int, num: int, align: int) -> tuple[int, int, int]:
 class UsedRecord:
     """The store :meth:`Vring.record_used` makes, armed by the bus and made by whoever hands the run over.
 
-    A run of received messages is recorded as accepted just before it is
-    handed to the clients (a kill then loses the run rather than delivering
-    it twice). The gap between the two is what a SIGKILL can hit, so the
-    record is made as late as possible: by the native socket helper itself,
-    one aligned 16-bit store right before its ``sendmmsg``
-    (``rprocd_sendm_rec`` in ``native/sockio.c``, at :attr:`addr`), else by
-    :meth:`commit` right before the first Python send. :meth:`commit` after
-    the hand-over makes it if nobody did (no client, no send).
+    A run of received messages is recorded as accepted a chunk at a time,
+    each just before that chunk is handed to its clients (a kill then loses
+    at most that chunk rather than delivering it twice; see the socket
+    export's ``flush_deliveries``). The gap between the two is what a
+    SIGKILL can hit, so each store is made as late as possible: by the
+    native socket helper itself, one aligned 16-bit store right before its
+    ``sendmmsg`` (``rprocd_sendm_rec`` in ``native/sockio.c``, at
+    :attr:`addr`), else by :meth:`commit` right before the first Python
+    send. :meth:`commit` after the hand-over makes it if nobody did (no
+    client, no send).
     """
 
     __slots__ = ("addr", "value", "pending", "_span", "_off", "_store", "_index")
