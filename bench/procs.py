@@ -8,6 +8,7 @@ here, by its own pid.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -136,8 +137,9 @@ def perf_binary() -> str:
     return perf
 
 
-def perf_command() -> list[str]:
-    """How to run perf here: itself as root, else through ``sudo -n``.
+@functools.cache
+def perf_command() -> tuple[str, ...]:
+    """How to run perf here: itself as root, else through ``sudo -n`` (found out once: every window asks).
 
     The syscall count is a tracepoint (``raw_syscalls:sys_enter``): a normal
     user can neither read tracefs (mode 0700) nor, with Debian's
@@ -145,11 +147,11 @@ def perf_command() -> list[str]:
     """
     perf = perf_binary()
     if os.geteuid() == 0:
-        return [perf]
+        return (perf,)
     sudo = shutil.which("sudo")
     if sudo is None or subprocess.run([sudo, "-n", "true"], capture_output=True).returncode != 0:
         raise BenchError("perf counts a tracepoint, which needs root: run the bench as root, or with sudo allowed")
-    return [sudo, "-n", perf]
+    return (sudo, "-n", perf)
 
 
 def parse_perf(text: str) -> dict[str, float]:
