@@ -64,7 +64,7 @@ hwtest-debs: deb hwtest-build
 	sh $(HWTEST_SRC)/mkdebs.sh $(HWTEST_OUT)
 
 hwtest: hwtest-rootfs hwtest-debs
-	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd --timeout 3600
+	$(HWTEST_PYTHON) $(HWTEST_SRC)/run.py --out $(HWTEST_OUT) --mode systemd --timeout 1800
 
 # make clean removes the bed's cache too (the rootfs tree is root's); never while something is
 # mounted in it (a mkrootfs.sh running: debootstrap mounts proc and sys in the tree).

@@ -159,7 +159,7 @@ class Bed:
             while True:
                 if time.monotonic() > deadline:
                     self.failures.append(f"the guest did not finish within {self.timeout:.0f} s")
-                    qemu.kill()
+                    self.stop_qemu(qemu)
                     break
                 chunk = qemu.stdout.read(65536)
                 if chunk is None:
@@ -176,6 +176,15 @@ class Bed:
                 for raw in done:
                     self.on_line(raw.decode(errors="replace").rstrip("\r"))
         qemu.wait()
+
+    @staticmethod
+    def stop_qemu(qemu: subprocess.Popen) -> None:
+        """SIGTERM first: QEMU then exits cleanly and the plugin writes its summary."""
+        qemu.terminate()
+        try:
+            qemu.wait(30)
+        except subprocess.TimeoutExpired:
+            qemu.kill()
 
     def on_line(self, line: str) -> None:
         # Under systemd the guest's output reaches the console through the journal, with its
@@ -291,11 +300,19 @@ class Bed:
         return f"{violation} [{' or '.join(hits) or 'not in a guest library'}]"
 
     def dump(self) -> None:
-        for name in ("console", "plugin", "remote", "remote2", "bridge", "qemu"):
+        """The logs, the console last, then what the guest said: the end of a CI log is what is read."""
+        for name in ("plugin", "remote", "remote2", "bridge", "qemu", "console"):
             p = self.run / f"{name}.log"
             if p.exists():
                 print(f"----- {p} -----")
                 print(p.read_text(errors="replace")[-20000:])
+        said = [ln for ln in self.lines if ln.startswith("HWTEST ") and not ln.startswith("HWTEST watchdog:")]
+        print(f"----- the guest's HWTEST lines ({len(said)}, the last 60) -----")
+        for ln in said[-60:]:
+            print(ln)
+        print("----- the console's last 25 lines -----")
+        for ln in self.lines[-25:]:
+            print(ln)
 
 
 def main(argv: list[str] | None = None) -> int:

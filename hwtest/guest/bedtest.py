@@ -7,11 +7,13 @@ hwtest/run.py asserts on; exits non-zero on the first failure.
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -78,7 +80,57 @@ def open_ep(name: str) -> Endpoint:
 
 
 def systemctl(*args: str) -> str:
-    return subprocess.run(["systemctl", *args], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["systemctl", *args], capture_output=True, text=True, timeout=120).stdout.strip()
+
+
+def phase(what: str) -> None:
+    """A console line at each step: when the bed hangs, the last one says where."""
+    say(f"phase {what} uptime={time.clock_gettime(time.CLOCK_BOOTTIME):.1f}")
+
+
+# The whole script's budget in the guest (the host's --timeout is longer): past it, the
+# watchdog prints where every thread is and rprocd's journal, and ends the script, so that a
+# hang is reported with its place instead of as the host's "did not finish".
+BUDGET = {"short": 600, "restart": 600, "kill9": 600}
+
+
+def processes() -> list[str]:
+    """Every process with its state, CPU time and kernel wait channel (minbase has no ps)."""
+    out = []
+    for d in sorted(Path("/proc").glob("[0-9]*"), key=lambda d: int(d.name)):
+        try:
+            stat = (d / "stat").read_text()
+            args = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            wchan = (d / "wchan").read_text()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        out.append(f"{d.name} {f[0]} cpu={cpu:.1f}s wchan={wchan or '-'} {args or stat.split()[1]}")
+    return out
+
+
+def start_watchdog(mode: str) -> None:
+    budget = BUDGET.get(mode, 1500)
+
+    def fire() -> None:
+        say("FAIL", f"watchdog: the guest script did not finish within {budget} s; its threads:")
+        faulthandler.dump_traceback(all_threads=True)
+        for line in processes():
+            say("watchdog:", line)
+        if SYSTEMD:
+            try:
+                out = systemctl("status", "--no-pager", "-l", "rprocd")
+            except subprocess.TimeoutExpired as e:
+                out = repr(e)
+            for line in out.splitlines():
+                say("watchdog:", line)
+        dump_rprocd_log()
+        os._exit(1)
+
+    t = threading.Timer(budget, fire)
+    t.daemon = True
+    t.start()
 
 
 class Unit:
@@ -90,13 +142,13 @@ class Unit:
 
     def kill(self) -> None:
         self.old = self.pid
-        subprocess.run(["systemctl", "kill", "-s", "KILL", "rprocd"], check=True)
+        subprocess.run(["systemctl", "kill", "-s", "KILL", "rprocd"], check=True, timeout=120)
 
     def wait(self, timeout: float | None = None) -> int:
         return 0
 
     def terminate(self) -> None:
-        subprocess.run(["systemctl", "stop", "rprocd"], check=True)
+        subprocess.run(["systemctl", "stop", "rprocd"], check=True, timeout=120)
 
 
 def start_rprocd() -> subprocess.Popen:
@@ -125,6 +177,7 @@ def endpoints_up() -> bool:
 
 
 def echoes(n: int) -> None:
+    phase(f"echo n={n}")
     t0 = time.monotonic()
     with open_ep("rpmsg-client-sample") as ep:
         for i in range(n):
@@ -137,6 +190,7 @@ def echoes(n: int) -> None:
 
 
 def sink(n: int, size: int = 496) -> None:
+    phase(f"sink n={n}")
     t0 = time.monotonic()
     payload = bytes(range(256)) * 2
     with open_ep("rpmsg-sink") as ep:
@@ -149,6 +203,7 @@ def sink(n: int, size: int = 496) -> None:
 
 
 def source(n: int, size: int = 64) -> None:
+    phase(f"source n={n}")
     t0 = time.monotonic()
     with open_ep("rpmsg-source") as ep:
         ep.send(f"{n} {size}".encode(), timeout=30)
@@ -167,6 +222,7 @@ def kill9_resume(n: int = 3000, size: int = 64, kill_at: int = 500) -> subproces
     the new daemon's socket; every sequence number must arrive once, in order.
     """
     global PROC
+    phase(f"kill9 n={n}")
     seen: list[int] = []
     ep = open_ep("rpmsg-source")
     ep.send(f"{n} {size}".encode(), timeout=30)
@@ -231,12 +287,14 @@ def echo_works() -> bool:
 
 def remote_restart() -> None:
     """Ask the host to restart the remote (it writes a fresh table): rprocd must re-attach."""
+    phase("remote-restart")
     say("request remote-restart")
     deadline = time.monotonic() + 60
     while echo_works():  # the old session answers until the host has restarted the remote
         if time.monotonic() > deadline:
             fail("remote restart", "the remote was not restarted within 60 s")
         time.sleep(0.5)
+    phase("re-attach")
     t0 = time.monotonic()
     wait_for("re-attach", lambda: endpoints_up() and echo_works(), 300)
     say(f"reattach ok seconds={time.monotonic() - t0:.1f}")
@@ -246,12 +304,28 @@ def remote_restart() -> None:
 PROC: subprocess.Popen
 
 
+def dump_rprocd_log() -> None:
+    """rprocd's log (the unit's journal under systemd) on the console, as RPROCD lines."""
+    log = Path("/tmp/rprocd.log")
+    if SYSTEMD:
+        cmd = ["journalctl", "-u", "rprocd", "--no-pager", "-o", "short-monotonic"]
+        try:
+            log.write_bytes(subprocess.run(cmd, capture_output=True, timeout=120).stdout)
+        except subprocess.TimeoutExpired:
+            say("FAIL journalctl -u rprocd did not answer within 120 s")
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            print("RPROCD", line, flush=True)
+
+
 def main() -> int:
     socket.setdefaulttimeout(120)  # a connect to a daemon that does not accept must not hang the bed
     mode = sys.argv[1] if len(sys.argv) > 1 else "short"
     t0 = time.monotonic()
     global PROC, SYSTEMD
     SYSTEMD = mode == "systemd"
+    start_watchdog(mode)
+    phase(f"start mode={mode}")
     if SYSTEMD:
         PROC = Unit()  # type: ignore[assignment]
         wait_for("rprocd active", lambda: systemctl("is-active", "rprocd") == "active", 300)
@@ -273,6 +347,7 @@ def main() -> int:
         source(10_000)
         kill9_resume()
         remote_restart()
+    phase("stop rprocd")
     proc = PROC
     proc.terminate()
     try:
@@ -292,12 +367,5 @@ if __name__ == "__main__":
         say("FAIL", f"bedtest: {e!r}")
         raise
     finally:
-        log = Path("/tmp/rprocd.log")
-        if SYSTEMD:
-            cmd = ["journalctl", "-u", "rprocd", "--no-pager", "-o", "short-monotonic"]
-            j = subprocess.run(cmd, capture_output=True)
-            log.write_bytes(j.stdout)
-        if log.exists():
-            for line in log.read_text(errors="replace").splitlines():
-                print("RPROCD", line, flush=True)
+        dump_rprocd_log()
     sys.exit(rc)
