@@ -10,9 +10,23 @@ side of the bus:
   character: the vring's notifyid);
 * a doorbell datagram the remote sends to ``D/host.sock`` becomes one
   character into the PL011's receive path, which raises its RX interrupt
-  (GIC SPI 8) to uio_pdrv_genirq.  Rings that queue up while one character
-  waits are coalesced into it: a ring is a hint (shared/sim-board.md), and
-  the receiver looks at every vring anyway.
+  (GIC SPI 8) to uio_pdrv_genirq.
+
+Rings coalesce, as a real doorbell's pending flag does: while a character
+that QEMU has not yet taken waits in the socket (``SIOCOUTQ`` > 0), a new ring
+adds none.  That character reaches the guest after the ring, and the guest
+looks at every vring on each interrupt (a ring is a hint, shared/sim-board.md).
+So at most one character waits here and one in the PL011.
+
+And this process never blocks on QEMU.  QEMU takes our characters only as
+fast as the guest empties the PL011's receive FIFO (the chardev's
+can_receive), while the guest's write to UARTDR waits in QEMU until we read
+it: hw/char/pl011.c writes with ``qemu_chr_fe_write_all``, and chardev/char.c
+``qemu_chr_write`` retries EAGAIN with ``g_usleep`` on the vCPU thread.  The
+first bridge sent a character per ring with a blocking ``sendall``: in a CI
+run, once about 280 of them (212 KB of socket buffer) were queued, the vCPU
+sat in that loop, the bridge in ``sendall``, and the guest stopped (gdb on
+QEMU: g_usleep <- qemu_chr_write on the vCPU thread).
 
 Usage: bridge.py --board DIR --chardev SOCK
 """
@@ -20,11 +34,14 @@ Usage: bridge.py --board DIR --chardev SOCK
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import select
 import signal
 import socket
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -47,6 +64,13 @@ def connect(path: str, timeout: float) -> socket.socket:
             time.sleep(0.05)
 
 
+def unread(sock: socket.socket) -> int:
+    """Bytes we sent that QEMU has not read yet (``SIOCOUTQ``: AF_UNIX unix_outq_len)."""
+    buf = bytearray(4)
+    fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf)
+    return int(struct.unpack("i", buf)[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--board", required=True)
@@ -63,23 +87,42 @@ def main(argv: list[str] | None = None) -> int:
     board = VirtualBoard(args.board, 0, 0, role="host")
     dgram = board.bind()
     uart = connect(args.chardev, 30)
-    to_guest = to_remote = 0
+    uart.setblocking(False)
+    to_guest = to_remote = coalesced = 0
+    owed = False  # a ring that found the socket full (it never is: one character at most waits)
     while not stop:
         try:
-            r, _, _ = select.select([uart, dgram], [], [], 0.5)
+            r, w, _ = select.select([uart, dgram], [uart] if owed else [], [], 0.5)
         except InterruptedError:
             continue
+        # The remote's rings first: when a guest ring read in this pass reaches the remote,
+        # every ring the remote sent before the select returned has been taken.
+        n = board.drain() if dgram in r else 0
+        if n and (owed or unread(uart)):
+            coalesced += n  # the waiting character reaches the guest after these rings
+        elif n:
+            owed, coalesced = True, coalesced + n - 1
         if uart in r:
-            data = uart.recv(4096)
-            if not data:
+            try:
+                data = uart.recv(4096)
+            except BlockingIOError:
+                data = None
+            if data == b"":
                 break  # QEMU exited
-            for ch in data:
+            for ch in data or b"":
                 board.ring(ch)
                 to_remote += 1
-        if dgram in r and board.drain():
-            uart.sendall(b"\x01")
-            to_guest += 1
-    print(f"bridge: rings guest->remote {to_remote}, remote->guest {to_guest} ({board.stats})", file=sys.stderr)
+        if owed and (uart in w or n):
+            try:
+                uart.send(b"\x01")
+            except BlockingIOError:
+                continue  # still owed: sent once the socket is writable
+            owed, to_guest = False, to_guest + 1
+    print(
+        f"bridge: rings guest->remote {to_remote}; remote->guest {board.stats.received},"
+        f" {to_guest} characters, {coalesced} coalesced",
+        file=sys.stderr,
+    )
     board.close()
     uart.close()
     return 0
