@@ -95,7 +95,7 @@ BUDGET = {"short": 600, "restart": 600, "kill9": 600}
 
 
 def processes() -> list[str]:
-    """Every process with its state, CPU time and kernel wait channel (minbase has no ps)."""
+    """Every user process with its state, CPU time and kernel wait channel (minbase has no ps)."""
     out = []
     for d in sorted(Path("/proc").glob("[0-9]*"), key=lambda d: int(d.name)):
         try:
@@ -104,9 +104,11 @@ def processes() -> list[str]:
             wchan = (d / "wchan").read_text()
         except OSError:
             continue
+        if not args:
+            continue  # a kernel thread
         f = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        out.append(f"{d.name} {f[0]} cpu={cpu:.1f}s wchan={wchan or '-'} {args or stat.split()[1]}")
+        out.append(f"{d.name} {f[0]} cpu={cpu:.1f}s wchan={wchan or '-'} {args}")
     return out
 
 
