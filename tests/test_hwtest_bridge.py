@@ -44,7 +44,7 @@ def test_the_bridge_carries_guest_rings_while_qemu_reads_none(procs: Procs, tmp_
     qemu, _ = srv.accept()  # the bridge has bound host.sock before it connects
     remote = VirtualBoard(board_dir, 0, 0, role="remote")
     remote.bind()
-    # The remote rings, paced so that each ring reaches the bridge on its own.
+    # The remote rings, paced so that few find the bridge's datagram queue full (those count as not sent).
     rings = 0
     for _ in range(600):
         rings += remote.ring(1)
